@@ -1,0 +1,17 @@
+"""Dataset records, readers, synthetic data, image cache, transforms and samplers."""
+
+from vireid._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "Sample": ".records",
+        "VISIBLE": ".records",
+        "INFRARED": ".records",
+        "SYSUMM01": ".sysu",
+        "RegDB": ".regdb",
+        "LLCM": ".llcm",
+        "open_dataset": ".registry",
+        "generate_synthetic": ".synthetic",
+    },
+)
