@@ -13,5 +13,7 @@ __getattr__, __dir__ = lazy_exports(
         "LLCM": ".llcm",
         "open_dataset": ".registry",
         "generate_synthetic": ".synthetic",
+        "contact_sheet": ".synthetic",
+        "read_synthetic_info": ".synthetic",
     },
 )
