@@ -1,1 +1,13 @@
-"""viz"""
+"""Pictures of a run: CMC curves, training curves, ranked lists, t-SNE of the two modalities."""
+
+from vireid._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "plot_cmc": ".plots",
+        "plot_training_curves": ".plots",
+        "plot_ranked_lists": ".plots",
+        "plot_tsne": ".plots",
+    },
+)

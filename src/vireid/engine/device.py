@@ -1,0 +1,77 @@
+"""Where a run computes and how it stays reproducible: device choice, seeding, deterministic mode, AMP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from typing import ContextManager
+
+import numpy as np
+import torch
+
+from vireid.errors import ConfigError
+
+
+def select_device(spec: str | torch.device = "auto") -> torch.device:
+    """Resolve ``auto|cpu|cuda|cuda:N`` to a device; under torchrun ``cuda`` means this rank's GPU.
+
+    ``auto`` picks CUDA when available, else CPU. Asking for CUDA without a GPU is an error rather
+    than a silent fallback, so a GPU run never turns into a days-long CPU run.
+    """
+    if isinstance(spec, torch.device):
+        return spec
+    spec = str(spec).strip().lower()
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec not in ("auto", "cuda") and not spec.startswith("cuda:"):
+        raise ConfigError(f"device {spec!r} is not one of auto|cpu|cuda|cuda:N (setting 'device')")
+    if not torch.cuda.is_available():
+        if spec == "auto":
+            return torch.device("cpu")
+        raise ConfigError(f"device {spec!r} was requested (setting 'device') but CUDA is not available; "
+                          "use device=cpu or device=auto")
+    if spec.startswith("cuda:"):
+        return torch.device(spec)
+    local_rank = os.environ.get("LOCAL_RANK")
+    return torch.device(f"cuda:{int(local_rank)}" if local_rank is not None else "cuda")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU) from one number."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds all CUDA devices
+
+
+def set_deterministic(enabled: bool = True) -> None:
+    """Make kernels reproducible (slower): deterministic algorithms, no cuDNN autotuning.
+
+    Needed for bit-identical resume on GPU; on CPU the default kernels are already deterministic.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+
+
+def amp_enabled(device: torch.device | str, requested: bool = True) -> bool:
+    """Mixed precision is used only on CUDA, where it pays; CPU runs stay in float32."""
+    return bool(requested) and torch.device(device).type == "cuda"
+
+
+def autocast(device: torch.device | str, enabled: bool = True) -> ContextManager:
+    """An autocast context for the device: bfloat16 on GPUs that support it, else float16; no-op on CPU."""
+    device = torch.device(device)
+    if not amp_enabled(device, enabled):
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def grad_scaler(device: torch.device | str, enabled: bool = True) -> torch.amp.GradScaler:
+    """A GradScaler that is active only when AMP runs in float16 (bfloat16 needs no scaling)."""
+    device = torch.device(device)
+    active = amp_enabled(device, enabled) and not torch.cuda.is_bf16_supported()
+    return torch.amp.GradScaler(device.type, enabled=active)

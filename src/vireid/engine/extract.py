@@ -1,0 +1,118 @@
+"""Test-mode features of many images: the input of clustering (METHOD §5) and evaluation (§7)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from vireid.data.records import INFRARED, VISIBLE
+from vireid.engine.device import autocast
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize_images(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) or float [0, 1] (B, 3, H, W) -> ImageNet-normalised float (B, 3, H, W).
+
+    Runs on the batch's device, so the uint8 bytes cross to the GPU before they become floats.
+    """
+    if batch.dtype == torch.uint8:
+        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
+    else:
+        batch = batch.float()
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+def _take(images: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Rows of `images`; a slice when the rows are consecutive (cheap on a memmap)."""
+    if index[-1] - index[0] == len(index) - 1:
+        return images[index[0] : index[-1] + 1]
+    return images[index]
+
+
+def _batches(infrared: np.ndarray, batch_size: int) -> Iterator[tuple[str, np.ndarray]]:
+    """(modality, sorted sample indices) for batches that each hold a single modality."""
+    for modality, mask in ((VISIBLE, ~infrared), (INFRARED, infrared)):
+        index = np.flatnonzero(mask)
+        for start in range(0, len(index), batch_size):
+            yield modality, index[start : start + batch_size]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def extract_features(
+    model: nn.Module,
+    images: np.ndarray,
+    infrared: np.ndarray,
+    *,
+    batch_size: int = 128,
+    device: str | torch.device | None = None,
+    flip_average: bool = False,
+    renormalize: bool = True,
+    amp: bool = True,
+    channels_last: bool = True,
+    progress: bool = True,
+    desc: str = "extract",
+) -> torch.Tensor:
+    """Features (N, D) float32 on CPU, row i = images[i], each image through its modality's stem.
+
+    `images` is uint8 (N, H, W, 3) (an image-cache memmap is fine), `infrared` bool (N,).
+    `device` defaults to where the model is. With `flip_average` a row is ½(f(x) + f(flip x)),
+    re-normalised when `renormalize` (the reference keeps the shorter average, METHOD §5).
+    AMP and channels_last apply on CUDA only. The model's train/eval mode is restored afterwards.
+    """
+    infrared = np.asarray(infrared, dtype=bool)
+    if len(images) != len(infrared):
+        raise ValueError(f"{len(images)} images but {len(infrared)} modality flags")
+    device = _model_device(model) if device is None else torch.device(device)
+    on_cuda = device.type == "cuda"
+    memory_format = torch.channels_last if (channels_last and on_cuda) else torch.contiguous_format
+    was_training = model.training
+    model.eval()
+    out: torch.Tensor | None = None
+    try:
+        with tqdm(total=len(images), desc=desc, disable=not progress, unit="img", leave=False) as bar:
+            for modality, index in _batches(infrared, batch_size):
+                batch = torch.from_numpy(np.require(_take(images, index), requirements=["C", "W"]))
+                if on_cuda:
+                    batch = batch.pin_memory()
+                x = normalize_images(batch.to(device, non_blocking=True))
+                x = x.contiguous(memory_format=memory_format)
+                with autocast(device, amp):
+                    feats = model(x, modality=modality).float()
+                    if flip_average:
+                        flipped = model(x.flip(3).contiguous(memory_format=memory_format), modality=modality)
+                        feats = 0.5 * (feats + flipped.float())
+                if flip_average and renormalize:
+                    feats = F.normalize(feats, dim=1)
+                if out is None:
+                    out = torch.empty(len(images), feats.shape[1], dtype=torch.float32)
+                out[torch.from_numpy(index)] = feats.cpu()
+                bar.update(len(index))
+    finally:
+        model.train(was_training)
+    if out is None:  # no images (e.g. an empty DDP share): (0, D), D from one blank image
+        return torch.empty(0, _feature_dim(model, images.shape[1:3], device), dtype=torch.float32)
+    return out
+
+
+@torch.no_grad()
+def _feature_dim(model: nn.Module, size: tuple[int, ...], device: torch.device) -> int:
+    was_training = model.training
+    model.eval()
+    try:
+        return int(model(torch.zeros(1, 3, *size, device=device), modality=VISIBLE).shape[1])
+    finally:
+        model.train(was_training)

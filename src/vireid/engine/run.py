@@ -1,0 +1,253 @@
+"""The run folder: resolved config, human log, machine-readable metrics, TensorBoard, artefacts.
+
+Layout (DESIGN "Conventions")::
+
+    <run>/config.yaml      the resolved config this run started with
+    <run>/log.txt          Python logging of the `vireid` logger (file: everything; console: INFO)
+    <run>/metrics.jsonl    one JSON object per event
+    <run>/tb/              TensorBoard scalars, tag `stage/name`
+    <run>/checkpoints/  <run>/plots/  <run>/pseudo_labels/
+
+Only rank 0 writes. On other ranks the object knows the paths (so every rank can find the
+checkpoint to resume from) but every writing method does nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import numbers
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from vireid.config import Config, config_to_dict, save_config
+from vireid.errors import VireidError
+
+SUBFOLDERS = ("checkpoints", "plots", "pseudo_labels", "tb")
+# Settings that may change between a run and its resumption without making it a different run.
+RESUME_FREE_KEYS = ("device", "output", "data.root", "data.cache_dir", "data.workers", "data.eval_batch_size")
+
+logger = logging.getLogger("vireid")
+
+
+class RunFolderError(VireidError):
+    """The output folder holds another run, or its files cannot be written."""
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy/torch scalars and arrays -> plain Python, so every metric line is valid JSON."""
+    if hasattr(value, "detach"):  # torch tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value.item() if value.ndim == 0 else value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    """One training/evaluation run's folder; `log`, `log_metrics`, `save_npz`, `write_json`.
+
+    A non-empty folder is only reused with ``resume=True``, and then only if its config.yaml
+    describes the same run (up to RESUME_FREE_KEYS). Use as a context manager or call `close()`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        config: Config | None = None,
+        resume: bool = False,
+        rank: int = 0,
+        console: bool = True,
+    ) -> None:
+        self.path = Path(path)
+        self.rank = rank
+        self.enabled = rank == 0
+        self.checkpoints = self.path / "checkpoints"
+        self.plots = self.path / "plots"
+        self.pseudo_labels = self.path / "pseudo_labels"
+        self.tb = self.path / "tb"
+        self.metrics_path = self.path / "metrics.jsonl"
+        self._handlers: list[logging.Handler] = []
+        self._writer: Any = None
+        self._metrics: Any = None
+        self._counter = 0
+        if not self.enabled:
+            return
+        self._check_reuse(config, resume)
+        for name in SUBFOLDERS:
+            (self.path / name).mkdir(parents=True, exist_ok=True)
+        if config is not None:
+            save_config(config, self.path / "config.yaml")
+        self._metrics = open(self.metrics_path, "a", encoding="utf-8")
+        self._open_logging(console)
+
+    # -- setup -------------------------------------------------------------------------------
+    def _check_reuse(self, config: Config | None, resume: bool) -> None:
+        if not self.path.exists():
+            return
+        if not self.path.is_dir():
+            raise RunFolderError(f"output {self.path} exists and is not a folder (setting 'output')")
+        if not any(self.path.iterdir()):
+            return
+        if not resume:
+            raise RunFolderError(
+                f"output folder {self.path} already holds a run; use --resume to continue it "
+                "or choose another --output"
+            )
+        old_file = self.path / "config.yaml"
+        if config is None or not old_file.is_file():
+            return
+        old = _flat(yaml.safe_load(old_file.read_text(encoding="utf-8")) or {})
+        new = _flat(config_to_dict(config))
+        changed = sorted(k for k in set(old) | set(new)
+                         if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k))
+        if changed:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+            raise RunFolderError(
+                f"cannot resume {self.path}: its config.yaml describes a different run ({detail}); "
+                "resume with the same settings or choose another --output"
+            )
+
+    def _open_logging(self, console: bool) -> None:
+        file_handler = logging.FileHandler(self.path / "log.txt", encoding="utf-8")
+        file_handler.setLevel(logging.DEBUG)
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self._handlers.append(file_handler)
+        if console:
+            stream = logging.StreamHandler(sys.stderr)
+            stream.setLevel(logging.INFO)
+            stream.setFormatter(logging.Formatter("%(message)s"))
+            self._handlers.append(stream)
+        for handler in self._handlers:
+            logger.addHandler(handler)
+        self._old_level = logger.level
+        logger.setLevel(logging.DEBUG)
+
+    # -- writing -----------------------------------------------------------------------------
+    def log(self, msg: str, level: int = logging.INFO) -> None:
+        """A line for people: log.txt, and the console when level >= INFO."""
+        if self.enabled:
+            logger.log(level, msg)
+
+    def log_metrics(
+        self, event: str, stage: str | None = None, epoch: int | None = None, step: int | None = None,
+        **values: Any,
+    ) -> None:
+        """Append one JSON object to metrics.jsonl and each numeric value to TensorBoard.
+
+        TensorBoard tags are ``<stage or event>/<name>``; the x-axis is `step`, else `epoch`, else
+        a running count of events.
+        """
+        if not self.enabled:
+            return
+        record: dict[str, Any] = {"event": event, "stage": stage, "epoch": epoch}
+        if step is not None:
+            record["step"] = step
+        record["time"] = time.time()
+        record.update({k: _jsonable(v) for k, v in values.items()})
+        self._metrics.write(json.dumps(record, allow_nan=True) + "\n")
+        self._metrics.flush()
+        logger.debug("%s %s", event, json.dumps(record))
+        x = step if step is not None else epoch if epoch is not None else self._counter
+        self._counter += 1
+        numeric = {k: float(v) for k, v in record.items()
+                   if k not in ("epoch", "step", "time") and isinstance(v, numbers.Real)
+                   and not isinstance(v, bool) and math.isfinite(float(v))}
+        if numeric:
+            writer = self._tensorboard()
+            for name, value in numeric.items():
+                writer.add_scalar(f"{stage or event}/{name}", value, x)
+
+    def _tensorboard(self) -> Any:
+        if self._writer is None:  # imported on first use: tensorboard takes a second to import
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.tb))
+        return self._writer
+
+    def save_npz(self, relpath: str | Path, **arrays: Any) -> Path:
+        """Write arrays to ``<run>/<relpath>`` atomically (compressed .npz)."""
+        path = self.path / relpath
+        if self.enabled:
+            buffer = io.BytesIO()
+            np.savez_compressed(buffer, **{k: np.asarray(_to_numpy(v)) for k, v in arrays.items()})
+            _atomic_write_bytes(path, buffer.getvalue())
+        return path
+
+    def write_json(self, relpath: str | Path, obj: Any) -> Path:
+        """Write an object as pretty JSON to ``<run>/<relpath>`` atomically."""
+        path = self.path / relpath
+        if self.enabled:
+            _atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode("utf-8"))
+        return path
+
+    def close(self) -> None:
+        """Flush and detach: TensorBoard writer, metrics file, log handlers."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        for handler in self._handlers:
+            logger.removeHandler(handler)
+            handler.close()
+        if self._handlers:
+            logger.setLevel(self._old_level)
+        self._handlers = []
+
+    def __enter__(self) -> "RunFolder":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _to_numpy(value: Any) -> Any:
+    if hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All events of a metrics.jsonl file (a run folder or the file itself), in order."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "metrics.jsonl"
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]

@@ -1,0 +1,91 @@
+"""ONNX export of one modality's embedding network, checked against PyTorch in onnxruntime.
+
+The exported graph takes ImageNet-normalised float32 images (B, 3, H, W) — the same input as
+`vireid.engine.extract.normalize_images` produces — and returns L2-normalised features (B, D).
+The batch axis is dynamic. One file per modality, since each has its own stem.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vireid.data.records import MODALITIES
+from vireid.errors import VireidError
+
+
+class _OneModality(nn.Module):
+    """Fix the modality argument so the exported graph has a single tensor input."""
+
+    def __init__(self, model: nn.Module, modality: str) -> None:
+        super().__init__()
+        self.model = model
+        self.modality = modality
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images, modality=self.modality)
+
+
+def export_onnx(
+    checkpoint_or_model: str | Path | nn.Module,
+    out_path: str | Path,
+    modality: str,
+    height: int | None = None,
+    width: int | None = None,
+    opset: int = 17,
+    check_batch: int = 3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Write `out_path` (.onnx) and return a report with the onnxruntime-vs-PyTorch max abs difference.
+
+    `height`/`width` default to the checkpoint's config when a checkpoint path is given. The parity
+    check feeds `check_batch` random images (a batch size other than the export's, to exercise the
+    dynamic axis) to both runtimes on CPU.
+    """
+    if modality not in MODALITIES:
+        raise VireidError(f"export modality must be one of {'|'.join(MODALITIES)}, got {modality!r}")
+    if isinstance(checkpoint_or_model, nn.Module):
+        model = copy.deepcopy(checkpoint_or_model).cpu().float().eval()
+        if height is None or width is None:
+            raise VireidError("export_onnx of a model object needs height and width")
+    else:
+        from vireid.inference import model_from_checkpoint
+
+        model, cfg = model_from_checkpoint(checkpoint_or_model)
+        height = height or cfg.data.height
+        width = width or cfg.data.width
+    wrapper = _OneModality(model, modality).eval()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    dummy = torch.zeros(2, 3, height, width)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is chatty about deprecations
+        torch.onnx.export(wrapper, (dummy,), str(out_path), input_names=["images"], output_names=["features"],
+                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    max_diff = onnx_parity(wrapper, out_path, check_batch, height, width, seed)
+    report = {"path": str(out_path), "modality": modality, "height": height, "width": width, "opset": opset,
+              "input": "images", "output": "features", "feature_dim": int(getattr(model, "feature_dim", 0)),
+              "max_abs_diff": max_diff}
+    print(f"exported {out_path} ({modality}, {height}x{width}, opset {opset}); "
+          f"onnxruntime vs PyTorch max abs difference {max_diff:.2e}")
+    return report
+
+
+@torch.no_grad()
+def onnx_parity(wrapper: nn.Module, onnx_path: str | Path, batch: int, height: int, width: int,
+                seed: int = 0) -> float:
+    """Max abs difference between onnxruntime and PyTorch outputs on random normalised images."""
+    import onnxruntime as ort
+
+    x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    expected = wrapper.eval()(x).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"images": x.numpy()})
+    return float(np.abs(got - expected).max())

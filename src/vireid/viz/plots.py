@@ -1,0 +1,169 @@
+"""Pictures for people: CMC curves, training curves, ranked lists, t-SNE of the two modalities.
+
+Figures are built with `matplotlib.figure.Figure` (Agg canvas), never pyplot, so plotting works on
+headless servers and leaves no global state behind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+SKIP_KEYS = {"event", "stage", "epoch", "step", "time"}
+
+
+def _save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path
+
+
+def plot_cmc(results: Mapping[str, Sequence[float]], path: str | Path, title: str = "CMC") -> Path:
+    """One CMC curve per entry (name -> matching rate at ranks 1..R, fractions or percent)."""
+    fig = Figure(figsize=(5, 4))
+    ax = fig.add_subplot()
+    for name, cmc in results.items():
+        cmc = np.asarray(cmc, dtype=float)
+        cmc = cmc * 100 if cmc.max(initial=0) <= 1.0 else cmc
+        ranks = np.arange(1, len(cmc) + 1)
+        ax.plot(ranks, cmc, marker="o", markersize=3, label=f"{name} (R1 {cmc[0]:.1f})" if len(cmc) else name)
+    ax.set_xlabel("rank")
+    ax.set_ylabel("matching rate (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if results:
+        ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def _series_by_stage(events: list[dict[str, Any]]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
+    """stage -> value name -> (x, y); x = epoch, else step, else the event's position."""
+    series: dict[str, dict[str, tuple[list[float], list[float]]]] = defaultdict(lambda: defaultdict(lambda: ([], [])))
+    for position, event in enumerate(events):
+        stage = event.get("stage") or event.get("event") or "run"
+        x = event.get("epoch") if event.get("epoch") is not None else event.get("step")
+        x = position if x is None else x
+        for name, value in event.items():
+            if name in SKIP_KEYS or isinstance(value, bool) or not isinstance(value, numbers.Real):
+                continue
+            xs, ys = series[stage][name]
+            xs.append(float(x))
+            ys.append(float(value))
+    return series
+
+
+def plot_training_curves(metrics_jsonl_path: str | Path, out_dir: str | Path) -> list[Path]:
+    """One figure per stage with a panel per numeric series (losses, cluster counts, ARI, ...).
+
+    Writes ``<out_dir>/curves_<stage>.png`` and returns the paths written.
+    """
+    with open(metrics_jsonl_path, encoding="utf-8") as handle:
+        events = [json.loads(line) for line in handle if line.strip()]
+    written = []
+    for stage, named in _series_by_stage(events).items():
+        names = sorted(named)
+        cols = min(3, len(names))
+        rows = math.ceil(len(names) / cols)
+        fig = Figure(figsize=(4 * cols, 2.8 * rows))
+        for i, name in enumerate(names):
+            ax = fig.add_subplot(rows, cols, i + 1)
+            xs, ys = named[name]
+            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
+            ax.set_title(name, fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        fig.suptitle(stage)
+        fig.tight_layout()
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stage)
+        written.append(_save(fig, Path(out_dir) / f"curves_{safe}.png"))
+    return written
+
+
+def _thumbnail(image: Any) -> np.ndarray:
+    """A path or an image array -> (H, W, 3) uint8 array for imshow."""
+    from PIL import Image
+
+    if isinstance(image, (str, Path)):
+        with Image.open(image) as img:
+            return np.asarray(img.convert("RGB"))
+    array = np.asarray(image)
+    return np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else array
+
+
+def _framed(ax: Any, image: np.ndarray, colour: str | None, label: str) -> None:
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if colour is not None:
+        h, w = image.shape[:2]
+        ax.add_patch(Rectangle((0, 0), w - 1, h - 1, fill=False, edgecolor=colour, linewidth=4))
+    ax.set_title(label, fontsize=7)
+
+
+def plot_ranked_lists(
+    query_paths: Sequence[Any],
+    gallery_paths: Sequence[Any],
+    ranked_indices: np.ndarray,
+    correct: np.ndarray,
+    path: str | Path,
+) -> Path:
+    """Each query followed by its top-k gallery images; correct matches framed green, wrong red.
+
+    `ranked_indices` (Q, k) index `gallery_paths`; `correct` (Q, k) bool. Paths or image arrays.
+    """
+    ranked_indices = np.asarray(ranked_indices)
+    correct = np.asarray(correct, dtype=bool)
+    n_queries, k = ranked_indices.shape
+    fig = Figure(figsize=(1.1 * (k + 1), 2.3 * max(n_queries, 1)))
+    for q in range(n_queries):
+        _framed(fig.add_subplot(n_queries, k + 1, q * (k + 1) + 1), _thumbnail(query_paths[q]), None, "query")
+        for r in range(k):
+            ax = fig.add_subplot(n_queries, k + 1, q * (k + 1) + r + 2)
+            colour = "#2ca02c" if correct[q, r] else "#d62728"
+            _framed(ax, _thumbnail(gallery_paths[int(ranked_indices[q, r])]), colour, str(r + 1))
+    return _save(fig, path)
+
+
+def plot_tsne(
+    features: Any,
+    infrared_mask: Any,
+    path: str | Path,
+    title: str = "t-SNE",
+    max_points: int = 2000,
+    seed: int = 0,
+) -> Path:
+    """2-D t-SNE of a random subsample of features, visible and infrared in two colours.
+
+    Shows whether the modalities are mixed (aligned) or form separate islands.
+    """
+    from sklearn.manifold import TSNE
+
+    feats = features.detach().cpu().numpy() if hasattr(features, "detach") else np.asarray(features)
+    mask = np.asarray(infrared_mask, dtype=bool)
+    rng = np.random.default_rng(seed)
+    keep = np.sort(rng.choice(len(feats), size=min(max_points, len(feats)), replace=False))
+    feats, mask = feats[keep].astype(np.float32), mask[keep]
+    perplexity = float(min(30.0, max(1.0, (len(feats) - 1) / 3)))
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
+    fig = Figure(figsize=(5, 5))
+    ax = fig.add_subplot()
+    for flag, name, colour in ((False, "visible", "#1f77b4"), (True, "infrared", "#d62728")):
+        sel = mask == flag
+        ax.scatter(points[sel, 0], points[sel, 1], s=6, c=colour, alpha=0.7, label=f"{name} ({sel.sum()})")
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=8, markerscale=2)
+    return _save(fig, path)
