@@ -1,0 +1,120 @@
+"""Turn sampler batches into augmented image tensors, in the main process or in DataLoader workers.
+
+The image cache holds uint8 (N, H, W, 3); a batch is the stack of a per-sample transform applied to
+the rows a sampler picked. `BatchLoader` runs any picklable `build_batch(batch)` callable in
+`num_workers` worker processes (each seeded by torch, so runs repeat under `torch.manual_seed`
+for a fixed `num_workers`). Memory-mapped caches are shared with forked workers without copying.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+Transform = Callable[[np.ndarray], torch.Tensor]
+
+
+def make_batch(images: np.ndarray, indices: Sequence[int] | np.ndarray, transform: Transform) -> torch.Tensor:
+    """Apply `transform` to images[i] for i in indices and stack: (B, 3, H, W) float."""
+    return torch.stack([transform(images[int(i)]) for i in indices])
+
+
+class ViewBatch:
+    """One batch of one modality in several views: indices -> (index tensor (B,), view_1, ..., view_V).
+
+    E.g. `ViewBatch(visible_images, (t.visible, t.visible_exchange))` for the CMC visible batch.
+    """
+
+    def __init__(self, images: np.ndarray, transforms: Sequence[Transform]) -> None:
+        self.images = images
+        self.transforms = tuple(transforms)
+
+    def __call__(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, ...]:
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return (index,) + tuple(make_batch(self.images, indices, t) for t in self.transforms)
+
+
+class PairedBatch:
+    """A (visible_indices, infrared_indices) batch -> (visible ViewBatch output, infrared ViewBatch output)."""
+
+    def __init__(self, visible: ViewBatch, infrared: ViewBatch) -> None:
+        self.visible, self.infrared = visible, infrared
+
+    def __call__(self, batch: tuple[np.ndarray, np.ndarray]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        return self.visible(batch[0]), self.infrared(batch[1])
+
+
+def _batch_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class _Batches(Dataset):
+    """Batch i of an epoch; with a seed, built under its own torch seed (same tensors for any num_workers)."""
+
+    def __init__(self, batches: list[Any], build_batch: Callable[[Any], Any], seed: int | None, epoch: int) -> None:
+        self.batches, self.build_batch, self.seed, self.epoch = batches, build_batch, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, i: int) -> Any:
+        if self.seed is None:
+            return self.build_batch(self.batches[i])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_batch_seed(self.seed, self.epoch, i))
+            return self.build_batch(self.batches[i])
+
+
+class BatchLoader:
+    """Iterate `build_batch(b)` for each batch b of `batch_sampler`, optionally in worker processes.
+
+    The sampler runs in the main process; batch order is kept. With `seed`, batch i of epoch e is
+    built under torch seed f(seed, e, i) (the global RNG outside is left untouched), so the tensors
+    are the same for any `num_workers` and a resumed run repeats its augmentations; without it,
+    transforms draw from the global RNG (main process) or torch's per-worker seeds.
+    """
+
+    def __init__(
+        self,
+        batch_sampler: Iterable[Any],
+        build_batch: Callable[[Any], Any],
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+        seed: int | None = None,
+    ) -> None:
+        self.batch_sampler = batch_sampler
+        self.build_batch = build_batch
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.prefetch_factor = prefetch_factor
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch of this loader's augmentation seeds and of the sampler."""
+        self.epoch = epoch
+        if hasattr(self.batch_sampler, "set_epoch"):
+            self.batch_sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)  # type: ignore[arg-type]
+
+    def __iter__(self) -> Iterator[Any]:
+        batches = _Batches(list(self.batch_sampler), self.build_batch, self.seed, self.epoch)
+        if self.num_workers <= 0:
+            for i in range(len(batches)):
+                yield batches[i]
+            return
+        loader = DataLoader(
+            batches,
+            batch_size=None,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            prefetch_factor=self.prefetch_factor,
+        )
+        yield from loader

@@ -1,0 +1,270 @@
+"""Batch samplers for the CMC stage (clusters × instances) and the SCA stage (identities × modalities).
+
+All samplers are deterministic functions of (seed, epoch): call `set_epoch(e)` before iterating.
+Under DDP every rank builds the same global batch and keeps its own contiguous share, so the union
+over ranks is exactly the single-process batch and the shares are disjoint.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from vireid.errors import VireidError
+
+
+def _rank_share(size: int, rank: int, world_size: int) -> slice:
+    """The contiguous part of a global batch of `size` that `rank` keeps (size // world_size items)."""
+    per = size // world_size
+    return slice(rank * per, (rank + 1) * per)
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+
+
+def _distinct_draws(rng: np.random.Generator, n: np.ndarray, k: int) -> np.ndarray:
+    """For every row r, k distinct integers in [0, n[r]) (requires n >= k): (R, k), Floyd's algorithm.
+
+    Floyd's algorithm vectorised over rows: step t draws v in [0, n-k+t]; if v was already taken,
+    take n-k+t itself. Uniform over k-subsets; k steps of array work whatever the cluster sizes.
+    """
+    rows = len(n)
+    out = np.empty((rows, k), dtype=np.int64)
+    for t in range(k):
+        top = n - k + t                                      # (R,) inclusive upper bound
+        v = np.floor(rng.random(rows) * (top + 1)).astype(np.int64)
+        v = np.minimum(v, top)
+        taken = (out[:, :t] == v[:, None]).any(axis=1)
+        out[:, t] = np.where(taken, top, v)
+    return out
+
+
+class ClusterSampler:
+    """CMC batches: clusters in random order, each giving an anchor plus K-1 instances (METHOD §6.1).
+
+    `labels` (N,) pseudo-labels (-1 = outlier, never drawn), `camids` (N,). For each cluster: one
+    anchor uniformly; the K-1 others come from the cluster's samples whose camera differs from the
+    anchor's, or, when the cluster has one camera, from its other samples; drawn without
+    replacement when that set has >= K-1 members, else with replacement (a singleton cluster
+    repeats its sample). The groups are concatenated in cluster order (a new random order each pass
+    over the clusters) and cut into `iterations` batches of `batch_size`. Yields lists of indices;
+    with world_size > 1 each rank gets batch_size // world_size of each batch.
+    """
+
+    def __init__(
+        self,
+        labels: np.ndarray,
+        camids: np.ndarray,
+        batch_size: int = 128,
+        num_instances: int = 16,
+        iterations: int = 200,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        _check_rank(rank, world_size)
+        labels = np.asarray(labels, dtype=np.int64)
+        camids = np.asarray(camids, dtype=np.int64)
+        if labels.shape != camids.shape:
+            raise ValueError(f"labels {labels.shape} and camids {camids.shape} differ in shape")
+        members = np.flatnonzero(labels >= 0)
+        if len(members) == 0:
+            raise VireidError("no clusters to sample from: every sample is an outlier "
+                              "(try a larger cluster eps or a smaller min_samples)")
+        # Sort members by (cluster, camera): a cluster is a contiguous run, and inside it each camera.
+        order = members[np.lexsort((camids[members], labels[members]))]
+        self.order = order
+        self.cluster_of = labels[order]
+        self.cam_of = camids[order]
+        clusters, self.start, self.size = np.unique(self.cluster_of, return_index=True, return_counts=True)
+        self.clusters = clusters
+        # For every sorted position, the run of equal (cluster, camera) it belongs to.
+        new_run = np.ones(len(order), dtype=bool)
+        new_run[1:] = (np.diff(self.cluster_of) != 0) | (np.diff(self.cam_of) != 0)
+        run_id = np.cumsum(new_run) - 1
+        run_start = np.flatnonzero(new_run)
+        run_len = np.diff(np.append(run_start, len(order)))
+        self.run_start = run_start[run_id]
+        self.run_len = run_len[run_id]
+        self.batch_size = batch_size
+        self.num_instances = num_instances
+        self.iterations = iterations
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+
+    @property
+    def num_clusters(self) -> int:
+        return len(self.clusters)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.iterations
+
+    def global_batches(self) -> np.ndarray:
+        """All indices of this epoch's batches before the DDP split: (iterations, batch_size)."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        k = self.num_instances
+        total = self.iterations * self.batch_size
+        draws = -(-total // k)
+        passes = -(-draws // self.num_clusters)
+        cluster_seq = np.concatenate([rng.permutation(self.num_clusters) for _ in range(passes)])[:draws]
+        groups = self._groups(rng, cluster_seq)             # (draws, K) positions in self.order
+        return self.order[groups.reshape(-1)[:total]].reshape(self.iterations, self.batch_size)
+
+    def _groups(self, rng: np.random.Generator, cluster_seq: np.ndarray) -> np.ndarray:
+        """Anchor + K-1 instances for each drawn cluster, as sorted positions: (D, K)."""
+        k = self.num_instances
+        start, size = self.start[cluster_seq], self.size[cluster_seq]
+        anchor = start + np.minimum(np.floor(rng.random(len(cluster_seq)) * size).astype(np.int64), size - 1)
+        run_start, run_len = self.run_start[anchor], self.run_len[anchor]
+        n_other_cam = size - run_len
+        multi_cam = n_other_cam > 0
+        # Candidate set: other cameras when there are any, else the cluster without the anchor.
+        n_cand = np.where(multi_cam, n_other_cam, size - 1)
+        gap_at = np.where(multi_cam, run_start, anchor) - start   # candidates skip [gap_at, gap_at + gap)
+        gap = np.where(multi_cam, run_len, 1)
+        picks = np.zeros((len(cluster_seq), max(k - 1, 0)), dtype=np.int64)
+        if k > 1:
+            enough = n_cand >= k - 1
+            if enough.any():
+                picks[enough] = _distinct_draws(rng, n_cand[enough], k - 1)
+            few = ~enough & (n_cand > 0)
+            if few.any():
+                u = rng.random((int(few.sum()), k - 1))
+                picks[few] = np.minimum(np.floor(u * n_cand[few, None]).astype(np.int64), n_cand[few, None] - 1)
+        offsets = picks + np.where(picks >= gap_at[:, None], gap[:, None], 0)
+        others = start[:, None] + offsets
+        others = np.where((n_cand > 0)[:, None], others, anchor[:, None])   # singleton: repeat the anchor
+        return np.concatenate([anchor[:, None], others], axis=1)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        share = _rank_share(self.batch_size, self.rank, self.world_size)
+        for batch in self.global_batches():
+            yield batch[share].tolist()
+
+
+def _members_by_label(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices sorted by label, and for each label in `keep` its start and count in that order."""
+    valid = np.flatnonzero(labels >= 0)
+    order = valid[np.argsort(labels[valid], kind="stable")]
+    sorted_labels = labels[order]
+    start = np.searchsorted(sorted_labels, keep, side="left")
+    count = np.searchsorted(sorted_labels, keep, side="right") - start
+    return order, start, count
+
+
+class IdentitySampler:
+    """SCA batches: P identities × K visible + K infrared samples (METHOD §6.3).
+
+    Only labels with >= K samples in each modality are used; the P labels of a batch are distinct
+    (all of them when fewer than P qualify), and each label's K samples per modality are drawn with
+    replacement. Yields `(visible_indices, infrared_indices)`, int64 arrays of length P·K ordered
+    by identity (K consecutive entries per identity, same identity order in both). Default
+    `iterations`: ceil(number of non-outlier visible samples / (P·K)), i.e. about one pass over the
+    visible samples. With world_size > 1 each rank keeps P // world_size identities of each batch.
+    """
+
+    def __init__(
+        self,
+        labels_visible: np.ndarray,
+        labels_infrared: np.ndarray,
+        num_ids: int = 8,
+        num_instances: int = 4,
+        iterations: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        _check_rank(rank, world_size)
+        lv = np.asarray(labels_visible, dtype=np.int64)
+        lr = np.asarray(labels_infrared, dtype=np.int64)
+        ids_v, cnt_v = np.unique(lv[lv >= 0], return_counts=True)
+        ids_r, cnt_r = np.unique(lr[lr >= 0], return_counts=True)
+        common = np.intersect1d(ids_v[cnt_v >= num_instances], ids_r[cnt_r >= num_instances])
+        if len(common) == 0:
+            raise VireidError(f"no identity has >= {num_instances} samples in both modalities; "
+                              "the SCA stage has nothing to train on (check the matched pseudo-labels)")
+        self.identities = common
+        self.order_v, self.start_v, self.count_v = _members_by_label(lv, common)
+        self.order_r, self.start_r, self.count_r = _members_by_label(lr, common)
+        self.num_ids = min(num_ids, len(common))
+        self.num_instances = num_instances
+        self.iterations = iterations if iterations is not None else -(-int((lv >= 0).sum()) // (self.num_ids * num_instances))
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.iterations
+
+    def global_batches(self) -> tuple[np.ndarray, np.ndarray]:
+        """(visible, infrared) indices of this epoch, each (iterations, P·K), before the DDP split."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        b, p, k = self.iterations, self.num_ids, self.num_instances
+        chosen = np.argsort(rng.random((b, len(self.identities))), axis=1)[:, :p]     # (B, P) distinct
+        return (self._draw(rng, chosen, self.order_v, self.start_v, self.count_v).reshape(b, p * k),
+                self._draw(rng, chosen, self.order_r, self.start_r, self.count_r).reshape(b, p * k))
+
+    def _draw(self, rng: np.random.Generator, chosen: np.ndarray, order: np.ndarray,
+              start: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """K samples with replacement from each chosen identity: (B, P, K) dataset indices."""
+        n = count[chosen][..., None]                                             # (B, P, 1)
+        offset = np.minimum(np.floor(rng.random(chosen.shape + (self.num_instances,)) * n).astype(np.int64), n - 1)
+        return order[start[chosen][..., None] + offset]
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        share = _rank_share(self.num_ids, self.rank, self.world_size)
+        k = self.num_instances
+        part = slice(share.start * k, share.stop * k)
+        vis, ir = self.global_batches()
+        for v, r in zip(vis, ir):
+            yield v[part], r[part]
+
+
+class WarmupSampler:
+    """SCA warm-up batches that visit every non-outlier sample of both modalities once per epoch.
+
+    Each modality's non-outlier samples are shuffled and split into the same number of batches,
+    ceil((n_visible + n_infrared) / batch_size), so each batch mixes the modalities in proportion
+    (sizes differ by at most one). Yields `(visible_indices, infrared_indices)` like
+    IdentitySampler; with world_size > 1 each rank keeps its contiguous part of both.
+    """
+
+    def __init__(
+        self,
+        labels_visible: np.ndarray,
+        labels_infrared: np.ndarray,
+        batch_size: int = 64,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        _check_rank(rank, world_size)
+        self.visible = np.flatnonzero(np.asarray(labels_visible) >= 0)
+        self.infrared = np.flatnonzero(np.asarray(labels_infrared) >= 0)
+        total = len(self.visible) + len(self.infrared)
+        self.num_batches = max(1, -(-total // batch_size))
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        rng = np.random.default_rng([self.seed, self.epoch, 1])
+        vis = np.array_split(rng.permutation(self.visible), self.num_batches)
+        ir = np.array_split(rng.permutation(self.infrared), self.num_batches)
+        for v, r in zip(vis, ir):
+            yield (np.array_split(v, self.world_size)[self.rank], np.array_split(r, self.world_size)[self.rank])
