@@ -15,5 +15,11 @@ __getattr__, __dir__ = lazy_exports(
         "generate_synthetic": ".synthetic",
         "contact_sheet": ".synthetic",
         "read_synthetic_info": ".synthetic",
+        "load_images": ".image_cache",
+        "build_train_transforms": ".transforms",
+        "build_test_transform": ".transforms",
+        "ClusterSampler": ".samplers",
+        "IdentitySampler": ".samplers",
+        "WarmupSampler": ".samplers",
     },
 )
