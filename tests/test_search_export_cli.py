@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-import vireid.inference
 from vireid.cli import main
 from vireid.config import config_to_dict, load_config
 from vireid.data.synthetic import generate_synthetic
@@ -21,7 +20,7 @@ from vireid.engine.checkpoint import save_checkpoint
 from vireid.engine.extract import normalize_images
 from vireid.inference import Embedder, model_from_checkpoint
 from vireid.models import build_model
-from vireid.search_command import find_images, search_command
+from vireid.search_command import find_images
 
 
 @pytest.fixture(autouse=True)
