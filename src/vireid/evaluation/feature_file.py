@@ -1,0 +1,65 @@
+"""Evaluate features saved by any tool: an .npz with query and gallery features, pids and cameras.
+
+Lets results of other implementations be scored with exactly the same metric code as ours.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vireid.errors import FeatureFileError
+from vireid.evaluation.metrics import evaluate_ranking
+
+ARRAYS = ("query_features", "query_pids", "query_camids", "gallery_features", "gallery_pids", "gallery_camids")
+
+
+def load_feature_file(path: str | Path) -> dict[str, np.ndarray]:
+    """The six arrays of a feature file, checked.
+
+    Expected: `{query,gallery}_features` (N, D) numbers with the same D, and
+    `{query,gallery}_{pids,camids}` (N,) integers, N matching the features of the same side.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FeatureFileError(f"{path}: no such feature file (expected an .npz holding {', '.join(ARRAYS)})")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise FeatureFileError(f"{path} is not a readable .npz file ({err})") from None
+    missing = [name for name in ARRAYS if name not in arrays]
+    if missing:
+        raise FeatureFileError(f"{path} misses array(s) {', '.join(missing)} "
+                               f"(it holds: {', '.join(sorted(arrays)) or 'nothing'})")
+    for side in ("query", "gallery"):
+        feats = arrays[f"{side}_features"]
+        if feats.ndim != 2 or not np.issubdtype(feats.dtype, np.number):
+            raise FeatureFileError(f"{path}: {side}_features must be a 2-D numeric array (N, D), "
+                                   f"got shape {feats.shape} of {feats.dtype}")
+        for kind in ("pids", "camids"):
+            ids = arrays[f"{side}_{kind}"]
+            if ids.shape != (feats.shape[0],) or not np.issubdtype(ids.dtype, np.integer):
+                raise FeatureFileError(
+                    f"{path}: {side}_{kind} must be integers of shape ({feats.shape[0]},) to match "
+                    f"{side}_features {feats.shape}, got shape {ids.shape} of {ids.dtype}")
+    q_dim, g_dim = arrays["query_features"].shape[1], arrays["gallery_features"].shape[1]
+    if q_dim != g_dim:
+        raise FeatureFileError(f"{path}: query_features {arrays['query_features'].shape} and gallery_features "
+                               f"{arrays['gallery_features'].shape} differ in feature size")
+    return {name: arrays[name] for name in ARRAYS}
+
+
+def evaluate_feature_file(path: str | Path, protocol: str) -> dict[str, float]:
+    """rank1/5/10/20, mAP and mINP (fractions) of a feature file under `protocol` ("sysu", "regdb"
+    or "llcm"), with cosine distance between the (re-normalised) features."""
+    arrays = load_feature_file(path)
+    query = F.normalize(torch.as_tensor(arrays["query_features"]).float(), dim=1)
+    gallery = F.normalize(torch.as_tensor(arrays["gallery_features"]).float(), dim=1)
+    result = evaluate_ranking(1.0 - query @ gallery.T, arrays["query_pids"], arrays["gallery_pids"],
+                              arrays["query_camids"], arrays["gallery_camids"], protocol=protocol)
+    return result.as_dict()

@@ -1,0 +1,73 @@
+"""The multi-trial evaluation of a dataset's protocols (METHOD §7) with any feature extractor."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from vireid.data.records import Sample
+from vireid.evaluation.metrics import evaluate_ranking
+
+METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+Embed = Callable[[list[Sample]], "torch.Tensor | np.ndarray"]
+
+
+def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool = True) -> dict[str, dict]:
+    """Evaluate every protocol of `dataset` over `trials` gallery draws.
+
+    `embed(samples)` returns (N, D) features, row i for samples[i] (L2-normalised; rows are
+    normalised again here, which changes nothing for normalised ones). Every distinct image (by
+    path) of all queries and galleries is embedded once, in one call. Distance: cosine, 1 - q·g.
+    `dataset` provides `evaluation_splits(trials)` and `metric_protocol` (see the readers).
+    Returns {protocol: {rank1, rank5, rank10, rank20, mAP, mINP (means over trials, fractions),
+    "trials": [per-trial dicts of the same six keys]}}.
+    """
+    splits = dataset.evaluation_splits(trials)
+    lists = {id(lst): lst for pairs in splits.values() for pair in pairs for lst in pair}
+    row_of: dict[str, int] = {}
+    unique: list[Sample] = []
+    rows: dict[int, np.ndarray] = {}
+    for key, samples in lists.items():  # each distinct list once; queries are shared by trials
+        for s in samples:
+            if s.path not in row_of:
+                row_of[s.path] = len(unique)
+                unique.append(s)
+        rows[key] = np.fromiter((row_of[s.path] for s in samples), dtype=np.int64, count=len(samples))
+
+    features = _as_features(embed(unique), len(unique))
+    pids = torch.tensor([s.pid for s in unique], dtype=torch.long)
+    camids = torch.tensor([s.camid for s in unique], dtype=torch.long)
+
+    results: dict[str, dict] = {}
+    total = sum(len(pairs) for pairs in splits.values())
+    with tqdm(total=total, desc="evaluating", disable=not progress, leave=False) as bar:
+        for name, pairs in splits.items():
+            per_trial = []
+            for query, gallery in pairs:
+                qi, gi = torch.from_numpy(rows[id(query)]), torch.from_numpy(rows[id(gallery)])
+                dist = 1.0 - features[qi.to(features.device)] @ features[gi.to(features.device)].T
+                result = evaluate_ranking(dist, pids[qi], pids[gi], camids[qi], camids[gi],
+                                          protocol=dataset.metric_protocol, max_rank=20)
+                per_trial.append(result.as_dict())
+                bar.update(1)
+            results[name] = {**mean_metrics(per_trial), "trials": per_trial}
+    return results
+
+
+def mean_metrics(per_trial: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the trials."""
+    return {k: float(np.mean([t[k] for t in per_trial])) for k in METRIC_KEYS if all(k in t for t in per_trial)}
+
+
+def _as_features(raw: Any, count: int) -> torch.Tensor:
+    """(N, D) float32 L2-normalised tensor from what `embed` returned, checked against N."""
+    feats = raw.detach() if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
+    if feats.ndim != 2 or feats.shape[0] != count:
+        raise ValueError(f"embed returned features of shape {tuple(feats.shape)}; expected ({count}, D), "
+                         "one row per sample in the order given")
+    return F.normalize(feats.float(), dim=1)
