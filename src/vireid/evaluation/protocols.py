@@ -25,6 +25,7 @@ def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool =
     path) of all queries and galleries is embedded once, in one call. Distance: cosine, 1 - q·g.
     `dataset` provides `evaluation_splits(trials)` and `metric_protocol` (see the readers).
     Returns {protocol: {rank1, rank5, rank10, rank20, mAP, mINP (means over trials, fractions),
+    `cmc` (the mean CMC curve to rank 20),
     "trials": [per-trial dicts of the same six keys]}}.
     """
     splits = dataset.evaluation_splits(trials)
@@ -47,15 +48,17 @@ def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool =
     total = sum(len(pairs) for pairs in splits.values())
     with tqdm(total=total, desc="evaluating", disable=not progress, leave=False) as bar:
         for name, pairs in splits.items():
-            per_trial = []
+            per_trial, curves = [], []
             for query, gallery in pairs:
                 qi, gi = torch.from_numpy(rows[id(query)]), torch.from_numpy(rows[id(gallery)])
                 dist = 1.0 - features[qi.to(features.device)] @ features[gi.to(features.device)].T
                 result = evaluate_ranking(dist, pids[qi], pids[gi], camids[qi], camids[gi],
                                           protocol=dataset.metric_protocol, max_rank=20)
                 per_trial.append(result.as_dict())
+                curves.append(result.cmc)
                 bar.update(1)
-            results[name] = {**mean_metrics(per_trial), "trials": per_trial}
+            results[name] = {**mean_metrics(per_trial), "trials": per_trial,
+                             "cmc": np.mean(curves, axis=0).tolist()}
     return results
 
 
