@@ -1,0 +1,148 @@
+"""Dataset readers by name, and the small pieces every reader shares (id files, listings, counts).
+
+A reader is any class with the attributes and methods of `DatasetReader`; `open_dataset` maps the
+names used in configs and on the command line to the reader classes.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Protocol, Sequence
+
+from vireid.data.records import INFRARED, MODALITIES, VISIBLE, Sample
+from vireid.errors import ConfigError, DatasetLayoutError
+
+# name -> (module, class); modules are imported on use so `open_dataset("regdb", ...)` stays light.
+READERS: dict[str, tuple[str, str]] = {
+    "sysu": ("vireid.data.sysu", "SYSUMM01"),
+    "regdb": ("vireid.data.regdb", "RegDB"),
+    "llcm": ("vireid.data.llcm", "LLCM"),
+}
+
+# Files that count as images in a person folder (compared in lower case).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+Splits = dict[str, list[tuple[list[Sample], list[Sample]]]]
+
+
+class DatasetReader(Protocol):
+    """What the training pipeline and the protocol runner need from a dataset reader."""
+
+    name: str
+    root: Path
+    metric_protocol: str
+
+    @property
+    def train(self) -> list[Sample]: ...
+
+    def describe(self) -> str: ...
+
+    def evaluation_splits(self, trials: int = 10) -> Splits: ...
+
+
+def open_dataset(name: str, root: str | Path, trial: int = 1) -> DatasetReader:
+    """The reader for dataset `name` ("sysu", "regdb" or "llcm") on the raw folder `root`.
+
+    `trial` selects RegDB's train/test split (1..10); SYSU-MM01 and LLCM have one fixed split and
+    ignore it (their gallery trials are drawn by `evaluation_splits`).
+    """
+    key = str(name).strip().lower()
+    if key not in READERS:
+        raise ConfigError(f"unknown dataset {name!r}; expected one of {', '.join(READERS)}")
+    module, cls = READERS[key]
+    reader = getattr(importlib.import_module(module), cls)
+    return reader(root, trial=trial) if key == "regdb" else reader(root)
+
+
+# ---------------------------------------------------------------- shared by the readers
+def read_id_list(path: Path) -> list[int]:
+    """Person ids of a file of comma-separated integers (any whitespace or newlines allowed)."""
+    text = path.read_text()
+    tokens = [t for t in re.split(r"[,\s]+", text) if t]
+    try:
+        ids = [int(t) for t in tokens]
+    except ValueError:
+        bad = next(t for t in tokens if not t.lstrip("+-").isdigit())
+        raise DatasetLayoutError(f"{path}: {bad!r} is not an integer id "
+                                 "(expected one line of comma-separated integer ids)") from None
+    if not ids:
+        raise DatasetLayoutError(f"{path} holds no ids (expected one line of comma-separated integer ids)")
+    return ids
+
+
+def read_index_file(path: Path, root: Path) -> list[tuple[str, int]]:
+    """(absolute image path, label) for each `relative/path label` line of an index file.
+
+    Paths are relative to `root`; every listed image must exist, so a wrong root fails here rather
+    than in the middle of training. Blank lines are skipped.
+    """
+    entries: list[tuple[str, int]] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(maxsplit=1)
+        if len(parts) != 2 or not parts[1].lstrip("+-").isdigit():
+            raise DatasetLayoutError(f"{path}, line {number}: {line.strip()!r} is not 'relative/path label' "
+                                     "(an image path relative to the dataset root and an integer label)")
+        entries.append((os.path.normpath(os.path.join(root, parts[0])), int(parts[1])))
+    missing = [p for p, _ in entries if not os.path.isfile(p)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DatasetLayoutError(f"{path} lists {len(missing)} image(s) that do not exist under {root}: {shown}")
+    return entries
+
+
+def person_folders(camera_dir: Path) -> dict[int, Path]:
+    """Map pid -> folder for the sub-folders of `camera_dir` whose name is an integer ("0001" -> 1)."""
+    if not camera_dir.is_dir():
+        return {}
+    with os.scandir(camera_dir) as entries:
+        return {int(e.name): Path(e.path) for e in entries if e.name.isdigit() and e.is_dir()}
+
+
+def image_files(folder: Path) -> list[str]:
+    """Absolute paths of the image files in `folder`, sorted by file name (hidden files skipped)."""
+    with os.scandir(folder) as entries:
+        names = sorted(e.name for e in entries
+                       if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_SUFFIXES) and e.is_file())
+    return [os.path.join(folder, n) for n in names]
+
+
+def check_trials(trials: int) -> None:
+    """Reject a number of evaluation trials that is not a positive integer."""
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise ConfigError(f"the number of evaluation trials must be a positive integer, got {trials!r}")
+
+
+def absolute_root(root: str | Path) -> Path:
+    """`root` as an absolute path (symbolic links kept, so sample paths stay the user's paths)."""
+    return Path(os.path.abspath(os.path.expanduser(str(root))))
+
+
+def split_statistics(samples: Sequence[Sample]) -> dict:
+    """Ids and images per modality and images per camera: {modality: {ids, images, cameras: {camid: n}}}."""
+    stats = {}
+    for modality in MODALITIES:
+        chosen = [s for s in samples if s.modality == modality]
+        cams = Counter(s.camid for s in chosen)
+        stats[modality] = {"ids": len({s.pid for s in chosen}), "images": len(chosen),
+                           "cameras": {c: cams[c] for c in sorted(cams)}}
+    return stats
+
+
+def format_statistics(title: str, splits: dict[str, dict]) -> str:
+    """A small table of `split_statistics` results, one line per split and modality."""
+    width = max([len("split")] + [len(k) for k in splits]) + 2
+    lines = [title, f"  {'split':<{width}}{'modality':<10}{'ids':>6}{'images':>8}  images per camera"]
+    for split, stats in splits.items():
+        for modality in (VISIBLE, INFRARED):
+            s = stats[modality]
+            if s["images"] == 0:
+                continue
+            cams = ", ".join(f"cam{c}: {n}" for c, n in s["cameras"].items())
+            lines.append(f"  {split:<{width}}{modality:<10}{s['ids']:>6}{s['images']:>8}  {cams}")
+    return "\n".join(lines)
