@@ -153,7 +153,7 @@ def test_class_prototypes_are_weighted_sums_over_class_counts():
     assert torch.all(got[1] == 0)
 
 
-@pytest.mark.parametrize("distance", ["l2sq", "l1"])
+@pytest.mark.parametrize("distance", ["l2sq", "mse", "l1"])
 def test_intra_alignment_loss_equals_loop_and_leaves_prototypes_alone(distance):
     feats = _rand(5, 4, seed=13).requires_grad_()
     protos = _rand(5, 4, seed=14).requires_grad_()
@@ -162,7 +162,12 @@ def test_intra_alignment_loss_equals_loop_and_leaves_prototypes_alone(distance):
     expected = 0.0
     for f, p, w in zip(feats.tolist(), protos.tolist(), weights.tolist()):
         diffs = [a - b for a, b in zip(f, p)]
-        dist = sum(d * d for d in diffs) if distance == "l2sq" else sum(abs(d) for d in diffs) / len(diffs)
+        if distance == "l2sq":
+            dist = sum(d * d for d in diffs)
+        elif distance == "mse":
+            dist = sum(d * d for d in diffs) / len(diffs)
+        else:
+            dist = sum(abs(d) for d in diffs) / len(diffs)
         expected += w * dist
     assert loss.item() == pytest.approx(expected / 5)
     loss.backward()

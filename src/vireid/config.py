@@ -121,7 +121,7 @@ class SCAConfig:
     intra: bool = True
     lambda_intra: float = 0.5
     intra_start: int = 5
-    intra_distance: str = "l2sq"  # l2sq (paper) | l1 (reference)
+    intra_distance: str = "l2sq"  # l2sq (paper, summed over D) | mse (averaged over D) | l1 (reference)
     prototype_init: str = "pass"  # pass (one weighted pass, paper) | zero (reference)
     inter: bool = True
     lambda_inter: float = 0.05
@@ -174,7 +174,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "mmlm.cost_sum_over": ("visible", "infrared"),
     "mmlm.assignment": ("hungarian", "nearest"),
     "sca.init": ("pretrained", "cmc"),
-    "sca.intra_distance": ("l2sq", "l1"),
+    "sca.intra_distance": ("l2sq", "mse", "l1"),
     "sca.prototype_init": ("pass", "zero"),
     "sca.inter_form": ("paper", "reference"),
     "sca.confidence_bn": ("eval", "train"),

@@ -8,7 +8,7 @@ from vireid.errors import ConfigError
 
 __all__ = ["class_prototypes", "intra_alignment_loss", "INTRA_DISTANCES"]
 
-INTRA_DISTANCES = ("l2sq", "l1")
+INTRA_DISTANCES = ("l2sq", "mse", "l1")
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
@@ -28,12 +28,15 @@ def intra_alignment_loss(features: torch.Tensor, prototypes: torch.Tensor, weigh
                          distance: str = "l2sq") -> torch.Tensor:
     """(1/B) Σ_i w_i·dist(f_i, sg(p_i)) for features (B, D), per-sample prototypes (B, D), weights (B,).
 
-    distance "l2sq" (paper): squared Euclidean, summed over D; "l1" (reference): mean absolute error
-    over D. Prototypes are targets only: no gradient reaches them.
+    distance "l2sq" (paper): squared Euclidean, summed over D; "mse": squared Euclidean averaged
+    over D (the paper's distance at the scale of the reference's); "l1" (reference): mean absolute
+    error over D. Prototypes are targets only: no gradient reaches them.
     """
     diff = features - prototypes.detach()
     if distance == "l2sq":
         per_sample = (diff * diff).sum(1)
+    elif distance == "mse":
+        per_sample = (diff * diff).mean(1)
     elif distance == "l1":
         per_sample = diff.abs().mean(1)
     else:
