@@ -1,0 +1,107 @@
+"""DDP helpers: the same code runs single-process or under torchrun (NCCL on CUDA, gloo on CPU).
+
+Each rank extracts features for a contiguous share of the samples; the shares are gathered back in
+sample order. Rank 0 clusters and matches; labels are broadcast so every rank trains on the same ones.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without DDP."""
+    if is_distributed():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    return world()[0] == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init_from_environment(device: torch.device) -> torch.device:
+    """Join the process group torchrun describes; returns this rank's device."""
+    if not launched_by_torchrun() or is_distributed():
+        return device
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    dist.init_process_group(backend=backend)
+    return device
+
+
+def shutdown() -> None:
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def share(n: int) -> tuple[int, int]:
+    """This rank's contiguous [start, stop) of n items."""
+    rank, size = world()
+    per = (n + size - 1) // size
+    return min(rank * per, n), min((rank + 1) * per, n)
+
+
+def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
+    """Concatenate every rank's rows (in rank order) into the full (n, D) tensor on every rank."""
+    if not is_distributed():
+        return part
+    rank, size = world()
+    per = (n + size - 1) // size
+    backend_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    padded = torch.zeros(per, part.shape[1], dtype=part.dtype, device=backend_device)
+    padded[: len(part)] = part.to(backend_device)
+    chunks = [torch.empty_like(padded) for _ in range(size)]
+    dist.all_gather(chunks, padded)
+    return torch.cat(chunks)[:n].cpu()
+
+
+def broadcast_arrays(arrays: list[np.ndarray] | None, count: int) -> list[np.ndarray]:
+    """Send rank 0's list of arrays to every rank (others pass None)."""
+    if not is_distributed():
+        return arrays
+    box = [arrays if is_main() else [None] * count]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def extract_distributed(model, images: np.ndarray, infrared: np.ndarray, cfg, device, desc: str) -> torch.Tensor:
+    """Clustering features (flip-averaged per `cfg.cluster`) of all rows, each rank doing its share."""
+    from vireid.engine.extract import extract_features
+
+    module = model.module if hasattr(model, "module") else model
+    start, stop = share(len(images))
+    part = extract_features(module, images[start:stop], infrared[start:stop], batch_size=cfg.data.eval_batch_size,
+                            device=device, flip_average=cfg.cluster.flip_average,
+                            renormalize=cfg.cluster.renormalize, amp=cfg.model.amp,
+                            channels_last=cfg.model.channels_last, desc=desc)
+    return gather_rows(part, len(images))
+
+
+def gather_batch(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's (equal-sized) batch rows, concatenated in rank order; identity without DDP.
+
+    Cluster-memory updates use it so that every rank applies the same updates in the same order and
+    the memories stay identical across ranks.
+    """
+    if not is_distributed():
+        return t
+    parts = [torch.empty_like(t) for _ in range(world()[1])]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts)

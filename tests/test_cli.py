@@ -1,0 +1,73 @@
+"""The `vireid` command: help, user errors as one line, feature-file evaluation."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vireid.cli import main
+
+SUBCOMMANDS = ("demo", "synth", "train", "evaluate", "info", "match", "export", "search")
+
+
+def test_help_lists_every_subcommand(capsys):
+    main([])
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert name in out
+
+
+def test_python_dash_m_runs_the_same_command():
+    done = subprocess.run([sys.executable, "-m", "vireid", "--help"], capture_output=True, text=True, check=True)
+    assert "evaluate" in done.stdout and "MMM" in done.stdout
+
+
+def test_wrong_dataset_root_is_one_line_without_traceback(tmp_path, capsys):
+    code = main(["info", "--dataset", "sysu", "--data-root", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert str(tmp_path) in err and "test_id.txt" in err
+
+
+def test_unknown_config_key_suggests_the_closest(tmp_path, capsys):
+    code = main(["train", "--dataset", "sysu", "--data-root", str(tmp_path), "--output", str(tmp_path / "run"),
+                 "cluster.epss=0.5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "cluster.epss" in err and "cluster.eps" in err
+
+
+def _write_features(path, drop=None, **changes):
+    rng = np.random.default_rng(0)
+    arrays = dict(query_features=rng.normal(size=(6, 8)), query_pids=np.array([0, 1, 2, 0, 1, 2]),
+                  query_camids=np.array([3, 3, 6, 6, 3, 6]), gallery_features=rng.normal(size=(5, 8)),
+                  gallery_pids=np.array([0, 1, 2, 0, 1]), gallery_camids=np.array([1, 2, 4, 5, 1]))
+    arrays.update(changes)
+    if drop:
+        arrays.pop(drop)
+    np.savez(path, **arrays)
+    return path
+
+
+def test_evaluate_features_prints_the_metrics(tmp_path, capsys):
+    path = _write_features(tmp_path / "f.npz")
+    assert main(["evaluate", "--features", str(path), "--protocol", "regdb", "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "mAP" in out and "mINP" in out
+    assert (tmp_path / "m.json").exists()
+
+
+@pytest.mark.parametrize("drop", ["gallery_camids", "query_features"])
+def test_evaluate_features_names_the_missing_array(tmp_path, capsys, drop):
+    path = _write_features(tmp_path / "f.npz", drop=drop)
+    assert main(["evaluate", "--features", str(path)]) == 2
+    assert drop in capsys.readouterr().err
+
+
+def test_evaluate_features_names_a_misshaped_array(tmp_path, capsys):
+    path = _write_features(tmp_path / "f.npz", query_pids=np.array([0, 1, 2]))
+    assert main(["evaluate", "--features", str(path)]) == 2
+    assert "query_pids" in capsys.readouterr().err

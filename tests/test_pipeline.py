@@ -1,0 +1,121 @@
+"""End to end: the smoke preset trains CMC -> MMLM -> SCA on synthetic SYSU-layout data, writes a
+self-describing run folder, and a run killed with SIGKILL resumes to the same final metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vireid.data.synthetic import generate_synthetic
+
+pytestmark = pytest.mark.slow
+
+PROTOCOLS = ("all-single", "all-multi", "indoor-single", "indoor-multi")
+METRICS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    base = tmp_path_factory.mktemp("pipeline")
+    root = generate_synthetic(base / "data", ids=16, height=64, width=32, seed=3, progress=False)
+    env = dict(os.environ, VIREID_CACHE_DIR=str(base / "cache"), OMP_NUM_THREADS="2")
+    return base, Path(root), env
+
+
+def _train_command(root: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "vireid", "train", "--preset", "smoke", "--data-root", str(root),
+            "--output", str(out), "--deterministic", "--seed", "1", *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(workspace):
+    base, root, env = workspace
+    out = base / "straight"
+    done = subprocess.run(_train_command(root, out), env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+def test_run_folder_describes_the_run(finished_run):
+    for name in ("config.yaml", "log.txt", "metrics.jsonl", "final_metrics.json", "checkpoints/final.pt",
+                 "checkpoints/cmc.pt", "mmlm/summary.json", "mmlm/matching.npz"):
+        assert (finished_run / name).is_file(), name
+    assert list((finished_run / "tb").glob("events.out.tfevents.*"))
+    assert list((finished_run / "pseudo_labels").glob("cmc_phase1_epoch000.npz"))
+    assert list((finished_run / "pseudo_labels").glob("cmc_phase2_epoch000.npz"))
+    assert list((finished_run / "plots").glob("*.png"))
+    events = [json.loads(line) for line in (finished_run / "metrics.jsonl").read_text().splitlines()]
+    stages = {(e["event"], e["stage"]) for e in events}
+    assert {("epoch", "cmc"), ("mmlm", "mmlm"), ("epoch", "sca"), ("eval", "cmc"), ("eval", "sca")} <= stages
+    sca_epochs = [e for e in events if e["event"] == "epoch" and e["stage"] == "sca"]
+    assert "loss_intra" in sca_epochs[-1] and "loss_inter" in sca_epochs[-1]  # smoke runs every loss
+
+
+def test_final_metrics_have_every_protocol_as_fractions(finished_run):
+    final = json.loads((finished_run / "final_metrics.json").read_text())
+    assert set(final) == set(PROTOCOLS)
+    for res in final.values():
+        for key in METRICS:
+            assert 0.0 <= res[key] <= 1.0
+        assert res["rank1"] <= res["rank5"] <= res["rank10"] <= res["rank20"]
+        assert len(res["trials"]) == 1
+
+
+def test_evaluate_checkpoint_command_matches_the_run(finished_run, workspace, tmp_path):
+    _, root, env = workspace
+    out = tmp_path / "m.json"
+    done = subprocess.run([sys.executable, "-m", "vireid", "evaluate", "--checkpoint",
+                           str(finished_run / "checkpoints" / "final.pt"), "--dataset", "sysu", "--data-root",
+                           str(root), "--trials", "1", "--device", "cpu", "--json", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Rank-1" in done.stdout
+    again = json.loads(out.read_text())
+    final = json.loads((finished_run / "final_metrics.json").read_text())
+    for name in PROTOCOLS:
+        assert again[name]["rank1"] == pytest.approx(final[name]["rank1"], abs=1e-6)
+        assert again[name]["mAP"] == pytest.approx(final[name]["mAP"], abs=1e-6)
+
+
+def _wait_for_sca_epoch(run: Path, proc: subprocess.Popen, timeout: float) -> None:
+    """Block until the run has checkpointed its first SCA epoch."""
+    deadline = time.time() + timeout
+    metrics = run / "metrics.jsonl"
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and '"stage": "sca"' in metrics.read_text():
+            marker = run / "checkpoints" / "latest.txt"
+            if marker.exists() and marker.read_text().strip() == "last.pt":
+                return
+        time.sleep(0.2)
+    raise AssertionError("the run did not reach the SCA stage in time")
+
+
+def test_killed_run_resumes_to_the_same_final_metrics(finished_run, workspace):
+    base, root, env = workspace
+    out = base / "killed"
+    proc = subprocess.Popen(_train_command(root, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_sca_epoch(out, proc, timeout=900)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (out / "final_metrics.json").exists()
+    done = subprocess.run(_train_command(root, out, "--resume"), env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    resumed = json.loads((out / "final_metrics.json").read_text())
+    straight = json.loads((finished_run / "final_metrics.json").read_text())
+    assert resumed == straight
+
+
+def test_existing_run_folder_is_not_overwritten_without_resume(finished_run, workspace):
+    _, root, env = workspace
+    done = subprocess.run(_train_command(root, finished_run), env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "--resume" in done.stderr and "Traceback" not in done.stderr
