@@ -211,12 +211,13 @@ def cmc_stage(model, train: TrainSet, cfg: Config, run, device, resume: dict | N
             memories = record.pop("_memories")
             record["lr"] = optimizer.param_groups[0]["lr"]
             run.log_metrics("epoch", stage="cmc", epoch=offset + epoch, phase=phase, **record)
-            run.log(f"cmc phase {phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.3f}, "
-                    f"clusters V/R{'/M' if phase == 2 else ''} {record['clusters_visible']}/"
-                    f"{record['clusters_infrared']}"
-                    + (f"/{record['clusters_mixed']}" if phase == 2 else "")
-                    + (f", ARI V/R {record['ari_visible']:.3f}/{record['ari_infrared']:.3f}"
-                       if "ari_visible" in record else ""))
+            if "clusters_visible" in record:  # only rank 0 clusters, so only it has the counts
+                run.log(f"cmc phase {phase} epoch {epoch + 1}/{epochs}: loss {record['loss']:.3f}, "
+                        f"clusters V/R{'/M' if phase == 2 else ''} {record['clusters_visible']}/"
+                        f"{record['clusters_infrared']}"
+                        + (f"/{record['clusters_mixed']}" if phase == 2 else "")
+                        + (f", ARI V/R {record['ari_visible']:.3f}/{record['ari_infrared']:.3f}"
+                           if "ari_visible" in record else ""))
             if on_epoch_end is not None:
                 on_epoch_end("cmc", offset + epoch, optimizer, scheduler, memories)
         offset += epochs

@@ -45,9 +45,11 @@ def init_from_environment(device: torch.device) -> torch.device:
     return device
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group; after an error skip the barrier, which the other ranks may never reach."""
     if is_distributed():
-        dist.barrier()
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -42,9 +42,17 @@ def match_round(rnd: ClusteringRound, cfg: Config, device, pids_v=None, pids_r=N
 
 def mmlm_stage(model, train: TrainSet, cfg: Config, run, device) -> SharedLabels:
     """Cluster with the CMC model, match visible to infrared clusters, transfer the labels."""
+    from vireid.engine.distributed import broadcast_arrays, is_main
+
     rnd = cluster_train_set(model, train, cfg, device, mixed=False)
+    if not is_main():  # rank 0 matches; the others receive the shared labels
+        lv, lr, k = broadcast_arrays(None, 3)
+        return SharedLabels(lv, lr, int(k[0]), {})
     truth = (train.visible.pids, train.infrared.pids) if train.has_ground_truth else (None, None)
     result, summary = match_round(rnd, cfg, device, *truth)
+    shared = SharedLabels(result.labels_v_transferred.astype(np.int64), rnd.labels_r.astype(np.int64),
+                          rnd.num_r, summary)
+    broadcast_arrays([shared.labels_v, shared.labels_r, np.array([shared.num_classes])], 3)
     run.save_npz("mmlm/matching.npz", pairs=result.pairs, cost=result.cost, rounds=result.rounds,
                  labels_visible=rnd.labels_v, labels_infrared=rnd.labels_r,
                  labels_visible_transferred=result.labels_v_transferred,
@@ -53,8 +61,7 @@ def mmlm_stage(model, train: TrainSet, cfg: Config, run, device) -> SharedLabels
     run.write_json("mmlm/summary.json", summary)
     run.log_metrics("mmlm", stage="mmlm", **summary)
     run.log("mmlm: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
-    return SharedLabels(result.labels_v_transferred.astype(np.int64), rnd.labels_r.astype(np.int64),
-                        rnd.num_r, summary)
+    return shared
 
 
 def mixed_shared_labels(model, train: TrainSet, cfg: Config, run, device) -> SharedLabels:

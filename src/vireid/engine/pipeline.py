@@ -42,7 +42,7 @@ def _wrap(model, cfg: Config, device):
     if cfg.model.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     ids = [device.index] if device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
 
 class Pipeline:
@@ -53,7 +53,8 @@ class Pipeline:
         self.cfg, self.run, self.dataset, self.train_set, self.device = cfg, run, dataset, train_set, device
         self.resume = resume
         self.shared: SharedLabels | None = None
-        self.last_results: dict | None = None
+        self.last_results: dict | None = None  # rank 0 only
+        self.evaluated = False  # on every rank, so all ranks agree on whether to evaluate again
 
     # -- checkpoints --------------------------------------------------------------------------
     def checkpoint(self, model, name: str, stage: str, epoch: int, optimizer=None, scheduler=None,
@@ -104,6 +105,7 @@ class Pipeline:
                 self.run.log_metrics("eval", stage=stage, epoch=epoch, protocol=name,
                                      **{k: v for k, v in res.items() if k not in ("trials", "cmc")})
             self.last_results = results
+        self.evaluated = True
         if is_distributed():
             torch.distributed.barrier()
         return results
@@ -131,6 +133,7 @@ def train(cfg: Config, resume: bool = False) -> dict:
     seed_everything(cfg.seed + rank)
     dataset = open_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
     run = RunFolder(cfg.output, config=cfg, resume=resume, rank=rank)
+    finished = False
     try:
         run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{dataset.describe()}")
         train_set = build_train_set(dataset, cfg)
@@ -139,15 +142,16 @@ def train(cfg: Config, resume: bool = False) -> dict:
             run.log(f"resuming after {state['stage']} epoch {state['epoch'] + 1}")
         pipe = Pipeline(cfg, run, dataset, train_set, device, state)
         model = _run_stages(pipe)
-        final = pipe.last_results or pipe.evaluate(model, "final")
+        final = pipe.last_results if pipe.evaluated else pipe.evaluate(model, "final")
         if dist_.is_main():
             run.write_json("final_metrics.json", final)
             _plots(pipe, model)
             run.log(f"done: {run.path / 'final_metrics.json'}")
+        finished = True
         return final or {}
     finally:
         run.close()
-        dist_.shutdown()
+        dist_.shutdown(clean=finished)
 
 
 def _run_stages(pipe: Pipeline):
