@@ -7,6 +7,7 @@ __getattr__, __dir__ = lazy_exports(
     {
         "knn_search": ".knn",
         "jaccard_distance": ".jaccard",
+        "jaccard_from_knn": ".jaccard",
         "dbscan_labels": ".dbscan",
         "cluster": ".dbscan",
         "ClusteringResult": ".dbscan",
