@@ -119,3 +119,38 @@ def test_existing_run_folder_is_not_overwritten_without_resume(finished_run, wor
     done = subprocess.run(_train_command(root, finished_run), env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     assert "--resume" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_match_command_recomputes_the_runs_matching(finished_run, capsys):
+    from vireid.cli import main
+
+    summary = json.loads((finished_run / "mmlm" / "summary.json").read_text())
+    assert main(["match", "--run", str(finished_run), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    recomputed = json.loads(out.strip().splitlines()[-1])
+    assert recomputed["pairs"] == summary["pairs"]
+    assert recomputed["pair_precision"] == pytest.approx(summary["pair_precision"])
+    assert main(["match", "--run", str(finished_run), "--n-memories", "1", "--assignment", "nearest"]) == 0
+    assert "n_memories=1" in capsys.readouterr().out
+
+
+def test_match_command_on_a_feature_file(tmp_path, capsys):
+    import numpy as np
+
+    from vireid.cli import main
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 16))
+    labels = np.repeat(np.arange(3), 5)
+    perm = np.array([2, 0, 1])  # infrared cluster perm[p] holds visible cluster p's identity
+    fv = centres[labels] + 0.05 * rng.normal(size=(15, 16))
+    fr = centres[labels] + 0.3 + 0.05 * rng.normal(size=(15, 16))
+    path = tmp_path / "m.npz"
+    np.savez(path, features_visible=fv, labels_visible=labels, features_infrared=fr,
+             labels_infrared=perm[labels], pids_visible=labels, pids_infrared=labels)
+    assert main(["match", "--features", str(path)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert result["pairs"] == 3 and result["pair_precision"] == 1.0
+    np.savez(path, features_visible=fv, labels_visible=labels)
+    assert main(["match", "--features", str(path)]) == 2
+    assert "features_infrared" in capsys.readouterr().err
