@@ -54,10 +54,12 @@ def _write_features(path, drop=None, **changes):
 
 def test_evaluate_features_prints_the_metrics(tmp_path, capsys):
     path = _write_features(tmp_path / "f.npz")
-    assert main(["evaluate", "--features", str(path), "--protocol", "regdb", "--json", str(tmp_path / "m.json")]) == 0
+    assert main(["evaluate", "--features", str(path), "--protocol", "regdb", "--json", str(tmp_path / "m.json"),
+                 "--plots", str(tmp_path / "plots")]) == 0
     out = capsys.readouterr().out
     assert "mAP" in out and "mINP" in out
     assert (tmp_path / "m.json").exists()
+    assert (tmp_path / "plots" / "cmc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("drop", ["gallery_camids", "query_features"])

@@ -143,7 +143,8 @@ def test_evaluate_feature_file_by_hand(tmp_path):
     assert result["rank1"] == 1.0
     assert result["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 1) / 2)
     assert result["mINP"] == pytest.approx((2 / 3 + 1) / 2)
-    assert set(result) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP"}
+    assert set(result) == {"rank1", "rank5", "rank10", "rank20", "mAP", "mINP", "cmc"}
+    assert result["cmc"] == [1.0] * 20  # both queries match at rank 1
 
 
 def test_feature_file_missing_array_is_named(tmp_path):

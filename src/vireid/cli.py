@@ -109,6 +109,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         results = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, trial=args.trial,
                                       trials=args.trials, device=args.device, batch_size=args.batch_size)
     print(format_table(results))
+    if args.plots:
+        from vireid.viz import plot_cmc
+
+        path = plot_cmc({name: res["cmc"] for name, res in results.items()}, Path(args.plots) / "cmc.png")
+        print(f"wrote {path}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
         print(f"wrote {args.json}")
@@ -190,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
+    p.add_argument("--plots", default=None, metavar="DIR", help="also draw the CMC curves into DIR/cmc.png")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="print a dataset's statistics")

@@ -62,4 +62,4 @@ def evaluate_feature_file(path: str | Path, protocol: str) -> dict[str, float]:
     gallery = F.normalize(torch.as_tensor(arrays["gallery_features"]).float(), dim=1)
     result = evaluate_ranking(1.0 - query @ gallery.T, arrays["query_pids"], arrays["gallery_pids"],
                               arrays["query_camids"], arrays["gallery_camids"], protocol=protocol)
-    return result.as_dict()
+    return {**result.as_dict(), "cmc": result.cmc.tolist()}
