@@ -28,10 +28,6 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     ensure_demo_data(root)
     cfg.data.root = str(root)
     cfg.data.dataset = "sysu"
-    if cfg.model.pretrained == "synthetic" and not cfg.model.weights_path:
-        from vireid.engine.pretrain import synthetic_pretrained_weights
-
-        cfg.model.weights_path = str(synthetic_pretrained_weights(cfg, cache))
     results = train(cfg, resume=resume)
     test_ids = len(open(root / "exp" / "test_id.txt").read().split(","))
     print(format_table(results))

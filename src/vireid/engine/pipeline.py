@@ -120,6 +120,22 @@ def _load_resume(cfg: Config, run_dir) -> dict | None:
     return load_checkpoint(path)
 
 
+def _provide_start_weights(cfg: Config) -> None:
+    """`model.pretrained: synthetic` without a weights file: build (once, cached) the synthetic-source
+    weights that stand in for ImageNet (see engine/pretrain.py); rank 0 builds, the others wait."""
+    if cfg.model.pretrained != "synthetic" or cfg.model.weights_path:
+        return
+    from vireid.config import resolve_cache_dir
+    from vireid.engine import distributed as dist_
+    from vireid.engine.pretrain import synthetic_pretrained_weights
+
+    if dist_.is_main():
+        cfg.model.weights_path = str(synthetic_pretrained_weights(cfg, resolve_cache_dir(cfg)))
+    if dist_.is_distributed():
+        torch.distributed.barrier()
+        cfg.model.weights_path = str(synthetic_pretrained_weights(cfg, resolve_cache_dir(cfg)))
+
+
 def train(cfg: Config, resume: bool = False) -> dict:
     """Run the configured stages on the configured dataset; returns the final metrics."""
     from vireid.data.registry import open_dataset
@@ -130,8 +146,9 @@ def train(cfg: Config, resume: bool = False) -> dict:
     device = dist_.init_from_environment(select_device(cfg.device))
     set_deterministic(cfg.deterministic)
     rank, _ = dist_.world()
-    seed_everything(cfg.seed + rank)
     dataset = open_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
+    _provide_start_weights(cfg)
+    seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
     run = RunFolder(cfg.output, config=cfg, resume=resume, rank=rank)
     finished = False
     try:

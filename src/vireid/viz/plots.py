@@ -52,9 +52,14 @@ def _series_by_stage(events: list[dict[str, Any]]) -> dict[str, dict[str, tuple[
         stage = event.get("stage") or event.get("event") or "run"
         x = event.get("epoch") if event.get("epoch") is not None else event.get("step")
         x = position if x is None else x
+        protocol = event.get("protocol")
         for name, value in event.items():
             if name in SKIP_KEYS or isinstance(value, bool) or not isinstance(value, numbers.Real):
                 continue
+            if protocol is not None:  # evaluations: one series per protocol, headline metrics only
+                if name not in ("rank1", "mAP"):
+                    continue
+                name = f"{protocol} {name}"
             xs, ys = series[stage][name]
             xs.append(float(x))
             ys.append(float(value))
