@@ -97,8 +97,8 @@ def cluster_train_set(model, train: TrainSet, cfg: Config, device, mixed: bool =
     if is_main():
         truth_v = train.visible.pids if train.has_ground_truth else None
         truth_r = train.infrared.pids if train.has_ground_truth else None
-        res_v = cluster(feat_v, c.k1, c.k2, c.eps, c.min_samples, true_labels=truth_v)
-        res_r = cluster(feat_r, c.k1, c.k2, c.eps, c.min_samples, true_labels=truth_r)
+        res_v = cluster(feat_v, *_fit_k(c.k1, c.k2, len(feat_v)), c.eps, c.min_samples, true_labels=truth_v)
+        res_r = cluster(feat_r, *_fit_k(c.k1, c.k2, len(feat_r)), c.eps, c.min_samples, true_labels=truth_r)
         labels = [res_v.labels, res_r.labels]
         for name, res in (("visible", res_v), ("infrared", res_r)):
             metrics[f"clusters_{name}"] = int(res.num_clusters)
@@ -110,7 +110,7 @@ def cluster_train_set(model, train: TrainSet, cfg: Config, device, mixed: bool =
             feats = torch.cat([feat_v, feat_r])
             modal = np.r_[np.zeros(len(feat_v), bool), np.ones(len(feat_r), bool)]
             truth = np.r_[truth_v, truth_r] if truth_v is not None else None
-            res_m = cluster(feats, c.mixed_k1, c.mixed_k2, c.eps, c.min_samples, modalities=modal,
+            res_m = cluster(feats, *_fit_k(c.mixed_k1, c.mixed_k2, len(feats)), c.eps, c.min_samples, modalities=modal,
                             true_labels=truth)
             lm_v, lm_r = res_m.labels[: len(feat_v)], res_m.labels[len(feat_v):]
             labels += [lm_v, lm_r]
@@ -124,6 +124,13 @@ def cluster_train_set(model, train: TrainSet, cfg: Config, device, mixed: bool =
     if mixed:
         rnd.labels_m_v, rnd.labels_m_r = labels[2], labels[3]
     return rnd
+
+
+def _fit_k(k1: int, k2: int, n: int) -> tuple[int, int]:
+    """k1/k2 capped at the set's size, so a preset made for a large dataset still runs on a small
+    one (a k-reciprocal list cannot be longer than the set)."""
+    k1 = max(1, min(k1, n))
+    return k1, max(1, min(k2, k1))
 
 
 def _cross_modal_quality(lm_v: np.ndarray, lm_r: np.ndarray, truth_v, truth_r) -> dict:
