@@ -154,3 +154,15 @@ def test_match_command_on_a_feature_file(tmp_path, capsys):
     np.savez(path, features_visible=fv, labels_visible=labels)
     assert main(["match", "--features", str(path)]) == 2
     assert "features_infrared" in capsys.readouterr().err
+
+
+def test_no_clusters_ends_with_a_warning_and_the_current_models_metrics(workspace, tmp_path):
+    _, root, env = workspace
+    out = tmp_path / "noclusters"
+    # DBSCAN cannot find a core point with 1000 neighbours in this small set: no clusters at all
+    done = subprocess.run(_train_command(root, out, "cluster.min_samples=1000"), env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "WARNING" in log and "cluster.eps" in log and "Skipping the SCA stage" in log
+    assert set(json.loads((out / "final_metrics.json").read_text())) == set(PROTOCOLS)

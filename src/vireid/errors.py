@@ -23,3 +23,7 @@ class CheckpointError(VireidError):
 
 class FeatureFileError(VireidError):
     """A saved feature file misses an array or has arrays of the wrong shape."""
+
+
+class NoClustersError(VireidError):
+    """Clustering found no cluster in a modality, so a stage has nothing to train on."""

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from vireid.errors import VireidError
+from vireid.errors import NoClustersError, VireidError
 
 
 def _rank_share(size: int, rank: int, world_size: int) -> slice:
@@ -189,7 +189,7 @@ class IdentitySampler:
         ids_r, cnt_r = np.unique(lr[lr >= 0], return_counts=True)
         common = np.intersect1d(ids_v[cnt_v >= num_instances], ids_r[cnt_r >= num_instances])
         if len(common) == 0:
-            raise VireidError(f"no identity has >= {num_instances} samples in both modalities; "
+            raise NoClustersError(f"no identity has >= {num_instances} samples in both modalities; "
                               "the SCA stage has nothing to train on (check the matched pseudo-labels)")
         self.identities = common
         self.order_v, self.start_v, self.count_v = _members_by_label(lv, common)

@@ -132,11 +132,11 @@ def cmc_epoch(model, train: TrainSet, cfg: Config, run, device, phase: int, epoc
     rnd = cluster_train_set(model, train, cfg, device, mixed=(phase == 2))
     t_cluster = time.time() - t0
     if rnd.num_v == 0 or rnd.num_r == 0:
-        from vireid.errors import VireidError
+        from vireid.errors import NoClustersError
 
-        raise VireidError(f"CMC phase {phase} epoch {epoch}: clustering found {rnd.num_v} visible and "
-                          f"{rnd.num_r} infrared clusters; try a larger cluster.eps (now {cfg.cluster.eps}) "
-                          "or better initial weights (model.pretrained)")
+        raise NoClustersError(f"CMC phase {phase} epoch {epoch}: clustering found {rnd.num_v} visible and "
+                              f"{rnd.num_r} infrared clusters; try a larger cluster.eps (now {cfg.cluster.eps}) "
+                              "or better initial weights (model.pretrained)")
     mem_v = _memory(rnd.features_v, rnd.labels_v, rnd.num_v, cfg, device)
     mem_r = _memory(rnd.features_r, rnd.labels_r, rnd.num_r, cfg, device)
     batches_v = _sampler(rnd.labels_v, train.visible.camids, cfg, seed * 1000 + global_epoch * 2)

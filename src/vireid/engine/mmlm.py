@@ -45,6 +45,12 @@ def mmlm_stage(model, train: TrainSet, cfg: Config, run, device) -> SharedLabels
     from vireid.engine.distributed import broadcast_arrays, is_main
 
     rnd = cluster_train_set(model, train, cfg, device, mixed=False)
+    if rnd.num_v == 0 or rnd.num_r == 0:
+        from vireid.errors import NoClustersError
+
+        raise NoClustersError(f"MMLM: clustering found {rnd.num_v} visible and {rnd.num_r} infrared clusters, so "
+                              f"there is nothing to match; try a larger cluster.eps (now {cfg.cluster.eps}) "
+                              "or better start weights (model.pretrained)")
     if not is_main():  # rank 0 matches; the others receive the shared labels
         lv, lr, k = broadcast_arrays(None, 3)
         return SharedLabels(lv, lr, int(k[0]), {})

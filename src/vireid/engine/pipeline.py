@@ -18,6 +18,7 @@ from vireid.config import Config, config_to_dict
 from vireid.engine.checkpoint import load_checkpoint, restore_rng, save_checkpoint, unwrap_model
 from vireid.engine.mmlm import SharedLabels, match_round, mixed_shared_labels, mmlm_stage
 from vireid.engine.trainset import TrainSet, build_train_set, sample_embedder
+from vireid.errors import NoClustersError
 
 
 def model_from_config(cfg: Config, pretrained: str | None = None, num_classes: int = 0):
@@ -193,7 +194,11 @@ def _run_stages(pipe: Pipeline):
             if resume is not None:
                 unwrap_model(model).load_state_dict(pipe.resume["model"])
                 restore_rng(pipe.resume)
-            cmc_stage(model, pipe.train_set, cfg, run, device, resume=resume, on_epoch_end=pipe.epoch_saver(model))
+            try:
+                cmc_stage(model, pipe.train_set, cfg, run, device, resume=resume,
+                          on_epoch_end=pipe.epoch_saver(model))
+            except NoClustersError as err:
+                run.log(f"WARNING: {err}. The CMC stage stops here.")
             pipe.evaluate(model, "cmc")
             pipe.checkpoint(model, "cmc.pt", "mmlm", -1)  # after evaluation: resume starts at MMLM
     if "sca" not in stages and "mmlm" not in stages:
@@ -203,13 +208,28 @@ def _run_stages(pipe: Pipeline):
         extra = pipe.resume["extra"]
         pipe.shared = SharedLabels(extra["labels_visible"].numpy(), extra["labels_infrared"].numpy(),
                                    int(extra["num_classes"]), {})
-    elif "mmlm" in stages and cfg.mmlm.enabled:
+    else:
         if pipe.resume is not None and pipe.resume["stage"] == "mmlm":
             restore_rng(pipe.resume)
-        pipe.shared = mmlm_stage(unwrap_model(model), pipe.train_set, cfg, run, device)
-    else:
-        pipe.shared = mixed_shared_labels(unwrap_model(model), pipe.train_set, cfg, run, device)
+        try:
+            if "mmlm" in stages and cfg.mmlm.enabled:
+                pipe.shared = mmlm_stage(unwrap_model(model), pipe.train_set, cfg, run, device)
+            else:
+                pipe.shared = mixed_shared_labels(unwrap_model(model), pipe.train_set, cfg, run, device)
+        except NoClustersError as err:  # no labels for SCA: report the model we have
+            run.log(f"WARNING: {err}. Skipping the SCA stage; the final metrics are the CMC model's.")
+            return model
+        if pipe.shared.num_classes == 0:
+            run.log("WARNING: the shared label space is empty. Skipping the SCA stage.")
+            return model
     if "sca" not in stages:
+        return model
+    try:  # the SCA sampler needs identities with enough samples in both modalities
+        from vireid.data.samplers import IdentitySampler
+
+        IdentitySampler(pipe.shared.labels_v, pipe.shared.labels_r, num_instances=cfg.sca.num_instances)
+    except NoClustersError as err:
+        run.log(f"WARNING: {err}. Skipping the SCA stage; the final metrics are the CMC model's.")
         return model
     if cfg.sca.init == "pretrained":
         model = model_from_config(cfg)
