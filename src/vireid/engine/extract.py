@@ -11,10 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vireid.data.records import INFRARED, VISIBLE
+from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
 from vireid.engine.device import autocast
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def normalize_images(batch: torch.Tensor) -> torch.Tensor:
@@ -23,12 +21,10 @@ def normalize_images(batch: torch.Tensor) -> torch.Tensor:
     Runs on the batch's device, so the uint8 bytes cross to the GPU before they become floats.
     """
     if batch.dtype == torch.uint8:
-        batch = batch.permute(0, 3, 1, 2).float().div_(255.0)
-    else:
-        batch = batch.float()
+        return normalize_batch(batch)
     mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    return (batch.float() - mean) / std
 
 
 def _take(images: np.ndarray, index: np.ndarray) -> np.ndarray:
