@@ -16,7 +16,7 @@ import torch
 
 from vireid.config import Config, config_to_dict
 from vireid.engine.checkpoint import load_checkpoint, restore_rng, save_checkpoint, unwrap_model
-from vireid.engine.mmlm import SharedLabels, match_round, mixed_shared_labels, mmlm_stage
+from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage
 from vireid.engine.trainset import TrainSet, build_train_set, sample_embedder
 from vireid.errors import NoClustersError
 

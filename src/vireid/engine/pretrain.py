@@ -4,13 +4,16 @@ Real users start from ImageNet weights, which cannot be downloaded everywhere (a
 machines the demo targets). From random weights, DBSCAN on the initial features finds no identities,
 so unsupervised training never starts. The stand-in trains the network with identity labels on a
 **separate, visible-only** synthetic set: other people (another generator seed), no infrared image and
-no label of the target set is ever seen. The weights are built once and cached.
+no label of the target set is ever seen. Colour views (channel exchange, grey) of those visible
+images teach the network not to lean on colour alone, as ImageNet training with colour augmentation
+does. The weights are built once per (architecture, image size, recipe) and cached.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,72 +22,163 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vireid.config import Config
+from vireid.data.records import VISIBLE, Sample
 
-# Source set: disjoint people (seed differs from the demo target's), visible cameras only.
-SOURCE_DATA = dict(layout="sysu", ids=100, images_per_camera=6, seed=1000)
-VERSION = 1
+# Source people: another generator seed than any target (the demo's is 0), so nobody is shared.
+SOURCE_SEED = 1000
+VERSION = 3  # bump whenever the same recipe would give other weights
 
 
-def _source_images(cfg: Config, cache: Path):
-    from vireid.data.image_cache import load_images
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """How the source set is drawn and how long the network trains on it."""
+
+    ids: int = 200  # source identities (visible images only are used)
+    images_per_camera: int = 4
+    epochs: int = 12  # one epoch = every source identity once, `per_id` images each
+    ids_per_batch: int = 16
+    per_id: int = 4
+    lr: float = 1e-3
+    remap: bool = True  # add the random grey-level remapping view
+    seed: int = SOURCE_SEED
+
+
+class RandomGreyRemap(torch.nn.Module):
+    """Grey image whose grey levels go through a random piecewise-linear curve (not monotone).
+
+    Acts on an ImageNet-normalised (3, H, W) tensor. Regions keep their edges but get unrelated
+    brightness, so the network must recognise people by shape and texture, not by how bright a
+    garment is: the invariance a thermal camera asks for (its brightness ignores the dye).
+    """
+
+    def __init__(self, knots: int = 5, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.knots, self.generator = knots, generator
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        from vireid.data.transforms import _MEAN, _STD, luminance
+
+        grey = luminance(img * _STD + _MEAN).clamp(0, 1)  # (H, W) in [0, 1]
+        levels = torch.rand(self.knots, generator=self.generator)
+        pos = grey * (self.knots - 1)
+        low = pos.floor().long().clamp(max=self.knots - 2)
+        frac = pos - low
+        remapped = levels[low] * (1 - frac) + levels[low + 1] * frac
+        return (remapped.unsqueeze(0) - _MEAN) / _STD
+
+
+def source_visible_samples(root: str | Path) -> list[Sample]:
+    """The visible training samples of a synthetic SYSU-layout source root (infrared ones dropped)."""
     from vireid.data.sysu import SYSUMM01
+
+    return [s for s in SYSUMM01(root).train if s.modality == VISIBLE]
+
+
+def generate_source(cache: Path, recipe: PretrainRecipe, height: int, width: int, progress: bool = True) -> Path:
+    """The source set's root (generated once): SYSU layout, almost every id a training id."""
     from vireid.data.synthetic import generate_synthetic
 
-    root = generate_synthetic(cache / "pretrain-source", height=cfg.data.height, width=cfg.data.width,
-                              **SOURCE_DATA)
-    reader = SYSUMM01(root)
-    everything = reader.train + reader.query("all") + reader.gallery("all", trial=0, shots=10)
-    visible = sorted({s for s in everything if s.modality == "visible"}, key=lambda s: s.path)
-    images = load_images(visible, cfg.data.height, cfg.data.width, cache, key="pretrain-source-visible")
+    return Path(generate_synthetic(cache / "pretrain-source", layout="sysu", ids=recipe.ids,
+                                   images_per_camera=recipe.images_per_camera, height=height, width=width,
+                                   seed=recipe.seed, test_fraction=0.01, progress=progress))
+
+
+def _source_images(cfg: Config, cache: Path, recipe: PretrainRecipe, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images (N, H, W, 3) of the visible source samples and their labels (N,) in 0..P-1."""
+    from vireid.data.image_cache import load_images
+
+    root = generate_source(cache, recipe, cfg.data.height, cfg.data.width, progress)
+    visible = source_visible_samples(root)
+    images = load_images(visible, cfg.data.height, cfg.data.width, cache, key="pretrain-source-visible",
+                         progress=progress)
     _, labels = np.unique([s.pid for s in visible], return_inverse=True)
     return images, labels.astype(np.int64)
 
 
-def synthetic_pretrained_weights(cfg: Config, cache: Path, epochs: int = 12, batch_size: int = 64,
-                                 progress: bool = True) -> Path:
-    """Path of cached source-pretrained weights for `cfg.model`, training them first if needed."""
+def weights_file(cfg: Config, cache: Path, recipe: PretrainRecipe) -> Path:
+    """Where the weights of this architecture, image size and recipe are cached."""
+    m = cfg.model
+    tag = "-".join(str(v) for v in asdict(recipe).values())
+    return (cache / "pretrained" / f"synthetic-{m.arch}-ls{m.last_stride}-nl{int(m.nonlocal_blocks)}"
+            f"-{cfg.data.height}x{cfg.data.width}-{tag}-v{VERSION}.pt")
+
+
+def identity_batches(labels: np.ndarray, ids_per_batch: int, per_id: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of P×K batches: every identity once, `per_id` of its rows (with replacement only when
+    it has fewer). Returns row-index arrays of length ids_per_batch·per_id."""
+    num_ids = int(labels.max() + 1)
+    order = np.argsort(labels, kind="stable")
+    starts = np.r_[0, np.cumsum(np.bincount(labels, minlength=num_ids))]
+    counts = np.diff(starts)
+    ids = rng.permutation(num_ids)
+    # K random positions per id: a random permutation's first K ranks when the id has >= K rows
+    keys = rng.random((num_ids, counts.max()))
+    keys[np.arange(counts.max())[None, :] >= counts[:, None]] = np.inf
+    pick = np.argsort(keys, axis=1)[:, :per_id]
+    short = counts < per_id
+    pick[short] = (rng.random((int(short.sum()), per_id)) * counts[short, None]).astype(np.int64)
+    rows = order[starts[:-1, None] + pick]  # (P_all, K)
+    full = len(ids) // ids_per_batch
+    return [rows[ids[b * ids_per_batch:(b + 1) * ids_per_batch]].reshape(-1) for b in range(full)]
+
+
+def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, recipe: PretrainRecipe,
+                       progress: bool = True) -> dict[str, torch.Tensor]:
+    """Train `cfg.model` from random weights with identity labels (CE + batch-hard triplet) on
+    visible images, cycling the colour views; returns the state_dict without the classifier and
+    with the infrared stem a copy of the visible one (as ImageNet weights load both stems)."""
     from vireid.data.loaders import make_batch
     from vireid.data.transforms import build_train_transforms
     from vireid.engine.pipeline import model_from_config
     from vireid.losses import batch_hard_triplet
 
-    m = cfg.model
-    out = cache / "pretrained" / f"synthetic-{m.arch}-{cfg.data.height}x{cfg.data.width}-v{VERSION}.pt"
-    if out.exists():
-        return out
-    images, labels = _source_images(cfg, cache)
     num_ids = int(labels.max() + 1)
-    gen = torch.Generator().manual_seed(1000)
+    torch.manual_seed(recipe.seed)
+    rng = np.random.default_rng(recipe.seed)
     model = model_from_config(cfg, pretrained="none", num_classes=num_ids).train()
-    opt = torch.optim.Adam(model.parameters(), lr=3.5e-4, weight_decay=5e-4, fused=True)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=5e-4)
+    steps = recipe.epochs * (num_ids // recipe.ids_per_batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(steps, 1), pct_start=0.15)
     tf = build_train_transforms(cfg.data.height, cfg.data.width)
-    t0 = time.time()
-    per_id = 4
-    for epoch in tqdm(range(epochs), desc="pre-training on the synthetic source (once)", disable=not progress):
-        # P identities x 4 images per batch, every identity once per epoch
-        order = torch.randperm(num_ids, generator=gen).numpy()
-        for start in range(0, num_ids - batch_size // per_id + 1, batch_size // per_id):
-            ids = order[start:start + batch_size // per_id]
-            rows = np.concatenate([np.random.default_rng([epoch, int(i)]).choice(np.flatnonzero(labels == i), per_id)
-                                   for i in ids])
-            view = tf.visible_exchange if epoch % 2 else tf.visible
-            x = make_batch(images, rows, view)
+    views = [tf.visible, tf.visible_exchange, tf.infrared]  # colour, one channel, adaptive grey
+    if recipe.remap:
+        from vireid.data.transforms import TrainTransform
+
+        views.append(TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomGreyRemap()))
+    step = 0
+    for epoch in tqdm(range(recipe.epochs), desc="pre-training on the synthetic source (once)", disable=not progress):
+        for rows in identity_batches(labels, recipe.ids_per_batch, recipe.per_id, rng):
+            x = make_batch(images, rows, views[step % len(views)])
             y = torch.from_numpy(labels[rows])
-            outp = model(x, modality="visible")
-            loss = F.cross_entropy(outp.logits, y, label_smoothing=0.1) + batch_hard_triplet(outp.pooled, y, margin=0.3)
+            out = model(x, modality="visible")
+            loss = F.cross_entropy(out.logits, y, label_smoothing=0.1) + batch_hard_triplet(out.pooled, y, margin=0.3)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        sched.step()
+            sched.step()
+            step += 1
     state = {k: v for k, v in model.state_dict().items() if not k.startswith("classifier")}
-    # the infrared stem starts as a copy of the visible one, as with ImageNet weights
     for k in list(state):
         if k.startswith("visible_stem."):
             state["infrared_stem." + k[len("visible_stem."):]] = state[k].clone()
+    return state
+
+
+def synthetic_pretrained_weights(cfg: Config, cache: Path, recipe: PretrainRecipe | None = None,
+                                 progress: bool = True) -> Path:
+    """Path of cached source-pretrained weights for `cfg.model` at `cfg.data`'s size, training them
+    first if needed (a few minutes on CPU; the demo pays this once)."""
+    recipe = recipe or PretrainRecipe()
+    out = weights_file(cfg, cache, recipe)
+    if out.exists():
+        return out
+    images, labels = _source_images(cfg, cache, recipe, progress)
+    t0 = time.time()
+    state = pretrain_on_source(cfg, images, labels, recipe, progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     torch.save(state, tmp)
     os.replace(tmp, out)
-    print(f"source pre-training took {time.time() - t0:.0f}s; weights cached at {out}")
+    print(f"source pre-training ({int(labels.max() + 1)} visible-only identities, {len(labels)} images, "
+          f"{recipe.epochs} epochs) took {time.time() - t0:.0f}s; weights cached at {out}")
     return out
