@@ -28,6 +28,18 @@ class CMCResult:
     last_round: ClusteringRound | None
 
 
+def train_transforms(cfg: Config):
+    """The paper's training views at `cfg.data`'s size, with the padding scaled to that size.
+
+    METHOD §4 pads 10 pixels at 288×144; at the demo's small sizes a fixed 10 pixels would shift a
+    64×32 person by a third of its width, so the pad keeps the paper's proportion (10 at 288 rows).
+    """
+    from vireid.data.transforms import build_train_transforms
+
+    pad = max(1, round(10 * cfg.data.height / 288))
+    return build_train_transforms(cfg.data.height, cfg.data.width, pad=pad)
+
+
 def _adam(model: torch.nn.Module, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.cmc.lr, weight_decay=cfg.cmc.weight_decay, fused=True)
@@ -184,10 +196,9 @@ def cmc_stage(model, train: TrainSet, cfg: Config, run, device, resume: dict | N
     `on_epoch_end(stage, epoch_index, optimizer, scheduler, memories)` saves the checkpoint; it is
     the pipeline's, so the stage does not know the run folder's file names.
     """
-    from vireid.data.transforms import build_train_transforms
     from vireid.engine.device import autocast
 
-    transforms = build_train_transforms(cfg.data.height, cfg.data.width)
+    transforms = train_transforms(cfg)
     amp = lambda: autocast(device, cfg.model.amp)  # noqa: E731
     phases = [(1, cfg.cmc.phase1_epochs), (2, cfg.cmc.phase2_epochs)]
     done = resume["epoch"] + 1 if resume is not None else 0  # epochs completed over both phases

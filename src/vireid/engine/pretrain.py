@@ -39,7 +39,7 @@ class PretrainRecipe:
     ids_per_batch: int = 16
     per_id: int = 4
     lr: float = 1e-3
-    remap: bool = True  # add the random grey-level remapping view
+    views: str = "colour+grey+remap"  # training views, cycled per batch ("+"-separated)
     seed: int = SOURCE_SEED
 
 
@@ -51,9 +51,10 @@ class RandomGreyRemap(torch.nn.Module):
     garment is: the invariance a thermal camera asks for (its brightness ignores the dye).
     """
 
-    def __init__(self, knots: int = 5, generator: torch.Generator | None = None) -> None:
+    def __init__(self, knots: int = 5, noise: float = 0.0, blur: bool = False,
+                 generator: torch.Generator | None = None) -> None:
         super().__init__()
-        self.knots, self.generator = knots, generator
+        self.knots, self.noise, self.blur, self.generator = knots, noise, blur, generator
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         from vireid.data.transforms import _MEAN, _STD, luminance
@@ -64,6 +65,10 @@ class RandomGreyRemap(torch.nn.Module):
         low = pos.floor().long().clamp(max=self.knots - 2)
         frac = pos - low
         remapped = levels[low] * (1 - frac) + levels[low + 1] * frac
+        if self.blur:  # a soft lens: 3x3 box filter
+            remapped = F.avg_pool2d(remapped[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+        if self.noise > 0:  # sensor noise
+            remapped = remapped + self.noise * torch.randn(remapped.shape, generator=self.generator)
         return (remapped.unsqueeze(0) - _MEAN) / _STD
 
 
@@ -78,7 +83,7 @@ def generate_source(cache: Path, recipe: PretrainRecipe, height: int, width: int
     """The source set's root (generated once): SYSU layout, almost every id a training id."""
     from vireid.data.synthetic import generate_synthetic
 
-    return Path(generate_synthetic(cache / "pretrain-source", layout="sysu", ids=recipe.ids,
+    return Path(generate_synthetic(cache / f"pretrain-source-{height}x{width}", layout="sysu", ids=recipe.ids,
                                    images_per_camera=recipe.images_per_camera, height=height, width=width,
                                    seed=recipe.seed, test_fraction=0.01, progress=progress))
 
@@ -128,7 +133,7 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
     visible images, cycling the colour views; returns the state_dict without the classifier and
     with the infrared stem a copy of the visible one (as ImageNet weights load both stems)."""
     from vireid.data.loaders import make_batch
-    from vireid.data.transforms import build_train_transforms
+    from vireid.engine.cmc import train_transforms
     from vireid.engine.pipeline import model_from_config
     from vireid.losses import batch_hard_triplet
 
@@ -139,12 +144,14 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=5e-4)
     steps = recipe.epochs * (num_ids // recipe.ids_per_batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(steps, 1), pct_start=0.15)
-    tf = build_train_transforms(cfg.data.height, cfg.data.width)
-    views = [tf.visible, tf.visible_exchange, tf.infrared]  # colour, one channel, adaptive grey
-    if recipe.remap:
-        from vireid.data.transforms import TrainTransform
+    tf = train_transforms(cfg)
+    from vireid.data.transforms import TrainTransform
 
-        views.append(TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomGreyRemap()))
+    known = {"colour": tf.visible, "exchange": tf.visible_exchange, "grey": tf.infrared,
+             "remap": TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomGreyRemap()),
+             "remapnoise": TrainTransform(tf.visible.geometry, tf.visible.erasing,
+                                          RandomGreyRemap(noise=0.04, blur=True))}
+    views = [known[v] for v in recipe.views.split("+")]
     step = 0
     for epoch in tqdm(range(recipe.epochs), desc="pre-training on the synthetic source (once)", disable=not progress):
         for rows in identity_batches(labels, recipe.ids_per_batch, recipe.per_id, rng):

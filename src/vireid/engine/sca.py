@@ -233,14 +233,14 @@ def prepare_sca_model(model, shared: SharedLabels, device):
 def sca_stage(model, train: TrainSet, shared: SharedLabels, cfg: Config, run, device, resume: dict | None = None,
               on_epoch_end=None, evaluate=None):
     """Train the SCA stage; `resume` is a checkpoint of this stage. Returns the trained model."""
-    from vireid.data.transforms import build_train_transforms
+    from vireid.engine.cmc import train_transforms
     from vireid.engine.device import autocast
 
     if shared.num_classes == 0:
         from vireid.errors import VireidError
 
         raise VireidError("SCA stage: the shared label space is empty (no infrared clusters)")
-    transforms = build_train_transforms(cfg.data.height, cfg.data.width)
+    transforms = train_transforms(cfg)
     amp = lambda: autocast(device, cfg.model.amp)  # noqa: E731
     optimizer, scheduler = sca_optimizer(model, cfg)
     start = 0
