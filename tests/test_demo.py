@@ -86,6 +86,24 @@ def test_grey_remap_is_a_piecewise_linear_curve_of_the_luminance():
         np.testing.assert_allclose(out[c].numpy(), expected, atol=1e-5)
 
 
+def test_thermal_palette_is_a_trilinear_lookup_of_the_colour():
+    from scipy.interpolate import RegularGridInterpolator
+
+    palette = pretrain.RandomThermalPalette(grid=3, noise=0.0, blur=False, generator=torch.Generator().manual_seed(5))
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    rgb = torch.rand(3, 6, 4, generator=torch.Generator().manual_seed(1))
+    rgb[:, 0, 0], rgb[:, 0, 1] = torch.tensor([0.8, 0.1, 0.1]), torch.tensor([0.1, 0.45, 0.1])  # similar luminance
+    out = palette((rgb - mean) / std) * std + mean
+    table = torch.rand((1, 1, 3, 3, 3), generator=torch.Generator().manual_seed(5))[0, 0].numpy()  # axes b, g, r
+    axis = np.linspace(0, 1, 3)
+    points = rgb.permute(1, 2, 0).reshape(-1, 3).numpy()[:, ::-1]  # (b, g, r) per pixel
+    expected = RegularGridInterpolator((axis, axis, axis), table)(points).reshape(6, 4)
+    for c in range(3):  # a grey image
+        np.testing.assert_allclose(out[c].numpy(), expected, atol=1e-5)
+    assert abs(expected[0, 0] - expected[0, 1]) > 0.01, "colours of equal brightness get their own levels"
+
+
 class _FakeSYSU:
     """Two test people; person 1 is seen by cam3 (infrared) and in cam2 + cam4 (visible)."""
 

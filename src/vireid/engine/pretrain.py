@@ -26,7 +26,7 @@ from vireid.data.records import VISIBLE, Sample
 
 # Source people: another generator seed than any target (the demo's is 0), so nobody is shared.
 SOURCE_SEED = 1000
-VERSION = 3  # bump whenever the same recipe would give other weights
+VERSION = 4  # bump whenever the same recipe would give other weights
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,11 @@ class PretrainRecipe:
 
     ids: int = 200  # source identities (visible images only are used)
     images_per_camera: int = 4
-    epochs: int = 12  # one epoch = every source identity once, `per_id` images each
+    epochs: int = 25  # one epoch = every source identity once, `per_id` images each
     ids_per_batch: int = 16
     per_id: int = 4
     lr: float = 1e-3
-    views: str = "colour+grey+remap"  # training views, cycled per batch ("+"-separated)
+    views: str = "colour+exchange+grey+remapnoise"  # training views, cycled per batch ("+"-separated)
     seed: int = SOURCE_SEED
 
 
@@ -70,6 +70,34 @@ class RandomGreyRemap(torch.nn.Module):
         if self.noise > 0:  # sensor noise
             remapped = remapped + self.noise * torch.randn(remapped.shape, generator=self.generator)
         return (remapped.unsqueeze(0) - _MEAN) / _STD
+
+
+class RandomThermalPalette(torch.nn.Module):
+    """Grey image whose level is a random smooth function of the pixel's RGB colour.
+
+    A random 3-D lookup table (`grid` control points per axis, trilinear interpolation) gives
+    each garment colour its own, unrelated grey level, including colours of equal brightness,
+    which a curve over grey levels cannot separate: how a thermal camera sees dyed cloth.
+    Acts on an ImageNet-normalised (3, H, W) tensor.
+    """
+
+    def __init__(self, grid: int = 4, noise: float = 0.04, blur: bool = True,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.grid, self.noise, self.blur, self.generator = grid, noise, blur, generator
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        from vireid.data.transforms import _MEAN, _STD
+
+        rgb = (img * _STD + _MEAN).clamp(0, 1)
+        table = torch.rand((1, 1, self.grid, self.grid, self.grid), generator=self.generator)
+        coords = (rgb.permute(1, 2, 0) * 2 - 1)[None, None]  # (1, 1, H, W, 3)
+        grey = F.grid_sample(table, coords, mode="bilinear", align_corners=True)[0, 0, 0]  # (H, W)
+        if self.blur:
+            grey = F.avg_pool2d(grey[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+        if self.noise > 0:
+            grey = grey + self.noise * torch.randn(grey.shape, generator=self.generator)
+        return (grey.unsqueeze(0) - _MEAN) / _STD
 
 
 def source_visible_samples(root: str | Path) -> list[Sample]:
@@ -150,7 +178,8 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
     known = {"colour": tf.visible, "exchange": tf.visible_exchange, "grey": tf.infrared,
              "remap": TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomGreyRemap()),
              "remapnoise": TrainTransform(tf.visible.geometry, tf.visible.erasing,
-                                          RandomGreyRemap(noise=0.04, blur=True))}
+                                          RandomGreyRemap(noise=0.04, blur=True)),
+             "thermal": TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomThermalPalette())}
     views = [known[v] for v in recipe.views.split("+")]
     step = 0
     for epoch in tqdm(range(recipe.epochs), desc="pre-training on the synthetic source (once)", disable=not progress):
