@@ -228,3 +228,29 @@ def test_make_batch_and_seeded_loader_give_the_same_tensors_with_or_without_work
     assert runs[0][0][0][0].tolist() == [0, 2]
     loader.set_epoch(2)
     assert not torch.equal(list(loader)[0][0][1], runs[1][0][0][1])     # new epoch, new augmentation
+
+
+def test_training_views_build_the_three_views_of_each_step_the_same_with_workers():
+    from vireid.data.loaders import BatchLoader, TrainingViews
+
+    rng = np.random.default_rng(5)
+    vis = rng.integers(0, 256, size=(10, 16, 8, 3), dtype=np.uint8)
+    ir = rng.integers(0, 256, size=(6, 16, 8, 3), dtype=np.uint8)
+    t = build_train_transforms(16, 8)
+    build = TrainingViews(vis, ir, t)
+    # a CMC phase-2 iteration (main + mixed step), a phase-1 one (no mixed step), a plain SCA step
+    steps = [[([0, 2, 4], [1, 5]), ([3, 3], [0, 1])], [([7, 9], [0, 3]), None], ([1], [2])]
+    runs = [list(BatchLoader(steps, build, num_workers=w, seed=3)) for w in (0, 2)]
+    for a, b in zip(*runs):
+        flat_a = [x for part in (a if isinstance(a, list) else [a]) if part is not None for x in part]
+        flat_b = [x for part in (b if isinstance(b, list) else [b]) if part is not None for x in part]
+        assert len(flat_a) == len(flat_b) and all(torch.equal(x, y) for x, y in zip(flat_a, flat_b))
+    main, mixed = runs[0][0]
+    assert [v.shape[0] for v in main] == [3, 3, 2] and [v.shape[0] for v in mixed] == [2, 2, 2]
+    assert runs[0][1][1] is None and len(runs[0][2]) == 3
+    # each view comes from its modality's images: black visible images, white infrared ones
+    # (normalised black is below -1.8 in every channel and white above 2.0, whatever channel is copied)
+    plain = build_train_transforms(16, 8, pad=0, erasing_probability=0.0)
+    black, white = np.zeros((2, 16, 8, 3), np.uint8), np.full((2, 16, 8, 3), 255, np.uint8)
+    x_v, x_e, x_r = TrainingViews(black, white, plain)(([1], [0]))
+    assert x_v.max() < -1.7 and x_e.max() < -1.7 and x_r.min() > 1.9

@@ -40,7 +40,7 @@ class DataConfig:
     # Decoded-image cache folder. "" = $VIREID_CACHE_DIR if set, else $XDG_CACHE_HOME/vireid,
     # else ~/.cache/vireid (see `resolve_cache_dir`). Caches are keyed by content, so sharing is safe.
     cache_dir: str = ""
-    workers: int = 0  # DataLoader worker processes
+    workers: int = 0  # processes that augment training batches ahead (0: the main process); same results for any value
     eval_batch_size: int = 128  # batch size for feature extraction
 
 

@@ -47,6 +47,34 @@ class PairedBatch:
         return self.visible(batch[0]), self.infrared(batch[1])
 
 
+class TrainingViews:
+    """A training step's (visible_indices, infrared_indices) -> (visible, visible + ChannelExchange,
+    infrared + ChannelAdapGray) image batches, the three views every MMM stage trains on.
+
+    A step that is `None` (e.g. no mixed step in CMC phase 1) builds to `None`; a tuple of steps
+    builds to a tuple, so one loader item can carry all the images of one iteration.
+    """
+
+    def __init__(self, visible_images: np.ndarray, infrared_images: np.ndarray, transforms: Any) -> None:
+        self.visible_images, self.infrared_images, self.transforms = visible_images, infrared_images, transforms
+
+    def __call__(self, step: Any) -> Any:
+        if step is None:
+            return None
+        if isinstance(step, list):
+            return [self(s) for s in step]
+        idx_v, idx_r = step
+        t = self.transforms
+        return (make_batch(self.visible_images, idx_v, t.visible),
+                make_batch(self.visible_images, idx_v, t.visible_exchange),
+                make_batch(self.infrared_images, idx_r, t.infrared))
+
+
+def _as_built(batch: Any) -> Any:
+    """DataLoader's collate_fn: hand the built batch over as it is (its default turns tuples into lists)."""
+    return batch
+
+
 def _batch_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -116,5 +144,6 @@ class BatchLoader:
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch_factor,
+            collate_fn=_as_built,
         )
         yield from loader

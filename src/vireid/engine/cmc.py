@@ -40,6 +40,15 @@ def train_transforms(cfg: Config):
     return build_train_transforms(cfg.data.height, cfg.data.width, pad=pad)
 
 
+def training_loader(steps: list, train: TrainSet, transforms, cfg: Config, device: torch.device, seed: int):
+    """The augmented images of `steps` (each a (visible, infrared) index pair, or a list of such
+    pairs / None), built in `cfg.data.workers` processes (0: in this one), in order."""
+    from vireid.data.loaders import BatchLoader, TrainingViews
+
+    return BatchLoader(steps, TrainingViews(train.visible.images, train.infrared.images, transforms),
+                       num_workers=cfg.data.workers, pin_memory=device.type == "cuda", seed=seed)
+
+
 def _adam(model: torch.nn.Module, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.cmc.lr, weight_decay=cfg.cmc.weight_decay, fused=True)
@@ -109,17 +118,12 @@ def _sampler(labels: np.ndarray, camids: np.ndarray, cfg: Config, seed: int):
                                    seed=seed, rank=rank, world_size=size))
 
 
-def _contrast_step(model, train: TrainSet, transforms, idx_v, idx_r, labels_v, labels_r, mem_v, mem_r,
-                   optimizer, device, amp) -> float:
-    """One optimiser step of ClusterNCE on both visible views and the infrared batch, then the
-    per-sample memory updates in batch order."""
-    from vireid.data.loaders import make_batch
+def _contrast_step(model, views, idx_v, idx_r, labels_v, labels_r, mem_v, mem_r, optimizer, device, amp) -> float:
+    """One optimiser step of ClusterNCE on both visible views and the infrared batch (`views`, built
+    by `TrainingViews`), then the per-sample memory updates in batch order."""
     from vireid.engine.distributed import gather_batch
 
-    x_v1 = make_batch(train.visible.images, idx_v, transforms.visible)
-    x_v2 = make_batch(train.visible.images, idx_v, transforms.visible_exchange)
-    x_r = make_batch(train.infrared.images, idx_r, transforms.infrared)
-    x = torch.cat([x_v1, x_v2, x_r]).to(device, non_blocking=True)
+    x = torch.cat(views).to(device, non_blocking=True)
     y_v = torch.from_numpy(labels_v[idx_v]).to(device).repeat(2)
     y_r = torch.from_numpy(labels_r[idx_r]).to(device)
     n_vis = 2 * len(idx_v)
@@ -164,18 +168,24 @@ def cmc_epoch(model, train: TrainSet, cfg: Config, run, device, phase: int, epoc
                                                  momentum=cfg.cmc.memory_momentum).to(device)
             mixed = (mem_m, mv, mr, _sampler(mv, train.visible.camids, cfg, seed * 1000 + global_epoch * 2 + 500),
                      _sampler(mr, train.infrared.camids, cfg, seed * 1000 + global_epoch * 2 + 501))
+    # Every iteration's indices are drawn up front (cheap), so the images can be augmented ahead of
+    # time in `data.workers` processes; batch i is built under its own seed, the same for any count.
+    steps = []
+    for _ in range(cfg.cmc.iterations):
+        main = (next(batches_v), next(batches_r))
+        steps.append([main, (next(mixed[3]), next(mixed[4])) if mixed is not None else None])
+    loader = training_loader(steps, train, transforms, cfg, device, seed=seed * 1000 + global_epoch)
     model.train()
     losses, losses_m = [], []
     t1 = time.time()
-    bar = tqdm(range(cfg.cmc.iterations), desc=f"cmc phase {phase} epoch {epoch}", leave=False,
+    bar = tqdm(zip(steps, loader), total=len(steps), desc=f"cmc phase {phase} epoch {epoch}", leave=False,
                disable=None)
-    for _ in bar:
-        losses.append(_contrast_step(model, train, transforms, next(batches_v), next(batches_r),
-                                     rnd.labels_v, rnd.labels_r, mem_v, mem_r, optimizer, device, amp))
+    for (main, mixed_step), (views, views_m) in bar:
+        losses.append(_contrast_step(model, views, *main, rnd.labels_v, rnd.labels_r, mem_v, mem_r,
+                                     optimizer, device, amp))
         if mixed is not None:
-            mem_m, mv, mr, bm_v, bm_r = mixed
-            losses_m.append(_contrast_step(model, train, transforms, next(bm_v), next(bm_r), mv, mr,
-                                           mem_m, mem_m, optimizer, device, amp))
+            mem_m, mv, mr = mixed[:3]
+            losses_m.append(_contrast_step(model, views_m, *mixed_step, mv, mr, mem_m, mem_m, optimizer, device, amp))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     record = {"loss": float(np.mean(losses)), "seconds_cluster": t_cluster,
               "seconds_train": time.time() - t1, **rnd.summary()}

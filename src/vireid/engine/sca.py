@@ -173,7 +173,7 @@ def _identity_batches(shared: SharedLabels, cfg: Config, epoch: int):
 
 def sca_epoch(model, train: TrainSet, shared: SharedLabels, cfg: Config, device, epoch: int, optimizer,
               transforms, amp) -> dict:
-    from vireid.data.loaders import make_batch
+    from vireid.engine.cmc import training_loader
 
     warm = epoch < cfg.sca.warmup_epochs
     t0 = time.time()
@@ -185,15 +185,15 @@ def sca_epoch(model, train: TrainSet, shared: SharedLabels, cfg: Config, device,
         record.update(conf.summary)
     record["seconds_confidence"] = time.time() - t0
     model.train()
-    batches = _warmup_batches(shared, cfg, epoch) if warm else _identity_batches(shared, cfg, epoch)
+    batches = [(np.asarray(v), np.asarray(r)) for v, r in
+               (_warmup_batches(shared, cfg, epoch) if warm else _identity_batches(shared, cfg, epoch))]
+    loader = training_loader(batches, train, transforms, cfg, device, seed=cfg.seed * 1000 + 700 + epoch)
     sums: dict[str, float] = {}
     steps = 0
     t1 = time.time()
-    for idx_v, idx_r in tqdm(batches, desc=f"sca epoch {epoch}", leave=False, disable=None):
-        idx_v, idx_r = np.asarray(idx_v), np.asarray(idx_r)
-        x = torch.cat([make_batch(train.visible.images, idx_v, transforms.visible),
-                       make_batch(train.visible.images, idx_v, transforms.visible_exchange),
-                       make_batch(train.infrared.images, idx_r, transforms.infrared)]).to(device, non_blocking=True)
+    for (idx_v, idx_r), views in tqdm(zip(batches, loader), total=len(batches), desc=f"sca epoch {epoch}",
+                                      leave=False, disable=None):
+        x = torch.cat(views).to(device, non_blocking=True)
         y_v = torch.from_numpy(shared.labels_v[idx_v]).to(device)
         y_r = torch.from_numpy(shared.labels_r[idx_r]).to(device)
         if conf is None:
