@@ -145,5 +145,8 @@ class BatchLoader:
             pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch_factor,
             collate_fn=_as_built,
+            # seeded batches: creating the workers draws from a private generator, so the global RNG (and
+            # every later random draw of the run) is the same for any num_workers
+            generator=None if self.seed is None else torch.Generator().manual_seed(self.seed),
         )
         yield from loader
