@@ -115,11 +115,11 @@ def main() -> None:
     from vireid.engine.pretrain import synthetic_pretrained_weights
 
     t0 = time.time()
-    cfg = load_config("demo", ([f"data.cache_dir={args.cache_dir}"] if args.cache_dir else []) + args.overrides)
+    overrides = ([f"data.cache_dir={args.cache_dir}"] if args.cache_dir else []) + args.overrides
+    cfg = load_config("demo", overrides)
     cache = resolve_cache_dir(cfg)
     root = ensure_demo_data(cache / "demo-data")
     weights = str(synthetic_pretrained_weights(cfg, cache))
-    overrides = ([f"data.cache_dir={args.cache_dir}"] if args.cache_dir else []) + args.overrides
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     per_seed = {}
@@ -127,12 +127,10 @@ def main() -> None:
         per_seed[seed] = run_seed(seed, work, root, weights, overrides)
         print(f"seed {seed} done after {(time.time() - t0) / 60:.1f} min: {json.dumps(per_seed[seed])}", flush=True)
     test_ids = len((root / "exp" / "test_id.txt").read_text().split(","))
-    shown = [o for o in args.overrides]
-    table = markdown(per_seed, shown, (time.time() - t0) / 60, 1.0 / test_ids)
+    table = markdown(per_seed, args.overrides, (time.time() - t0) / 60, 1.0 / test_ids)
     out = Path(args.out)
-    notes = ""
-    if out.exists() and "\n## Notes" in out.read_text():  # keep hand-written notes below the table
-        notes = out.read_text()[out.read_text().index("\n## Notes"):]
+    previous = out.read_text(encoding="utf-8") if out.exists() else ""
+    notes = previous[previous.index("\n## Notes"):] if "\n## Notes" in previous else ""  # kept below the table
     out.write_text(table + notes, encoding="utf-8")
     (work / "ablation.json").write_text(json.dumps(per_seed, indent=2))
     print(table)

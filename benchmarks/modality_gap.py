@@ -65,12 +65,16 @@ def main() -> None:
     x = torch.stack([to_normalized_tensor(u) for u in images])
 
     def features(inputs: torch.Tensor) -> np.ndarray:
-        out = []
+        """Cosine similarities of all images, each through its own modality's stem."""
+        parts, order = [], []
         with torch.no_grad():
-            for i in range(0, len(inputs), 128):
-                xb, ir = inputs[i:i + 128], torch.from_numpy(infrared[i:i + 128])[:, None]
-                out.append(torch.where(ir, model(xb, modality="infrared"), model(xb, modality="visible")))
-        f = torch.nn.functional.normalize(torch.cat(out), dim=1).numpy()
+            for mask, modality in ((~infrared, "visible"), (infrared, "infrared")):
+                rows = np.flatnonzero(mask)
+                parts += [model(inputs[rows[i:i + 128]], modality=modality) for i in range(0, len(rows), 128)]
+                order.append(rows)
+        f = torch.empty(len(inputs), parts[0].shape[1])
+        f[np.concatenate(order)] = torch.cat(parts)
+        f = torch.nn.functional.normalize(f, dim=1).numpy()
         return f @ f.T
 
     grey = lambda t: (luminance(t * _STD + _MEAN).clamp(0, 1)[None] - _MEAN) / _STD  # noqa: E731

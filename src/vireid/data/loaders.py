@@ -51,8 +51,8 @@ class TrainingViews:
     """A training step's (visible_indices, infrared_indices) -> (visible, visible + ChannelExchange,
     infrared + ChannelAdapGray) image batches, the three views every MMM stage trains on.
 
-    A step that is `None` (e.g. no mixed step in CMC phase 1) builds to `None`; a tuple of steps
-    builds to a tuple, so one loader item can carry all the images of one iteration.
+    A step that is `None` (e.g. no mixed step in CMC phase 1) builds to `None`; a list of steps
+    builds to a list, so one loader item can carry all the images of one iteration.
     """
 
     def __init__(self, visible_images: np.ndarray, infrared_images: np.ndarray, transforms: Any) -> None:

@@ -157,7 +157,7 @@ def cmc_epoch(model, train: TrainSet, cfg: Config, run, device, phase: int, epoc
     mem_r = _memory(rnd.features_r, rnd.labels_r, rnd.num_r, cfg, device)
     batches_v = _sampler(rnd.labels_v, train.visible.camids, cfg, seed * 1000 + global_epoch * 2)
     batches_r = _sampler(rnd.labels_r, train.infrared.camids, cfg, seed * 1000 + global_epoch * 2 + 1)
-    mixed = None
+    mixed = mixed_batches = None  # (memory, visible labels, infrared labels), their samplers
     if phase == 2:
         from vireid.losses import ClusterMemory
 
@@ -166,14 +166,15 @@ def cmc_epoch(model, train: TrainSet, cfg: Config, run, device, phase: int, epoc
             centroids = mixed_memory_centroids(rnd.features_v, rnd.features_r, rnd.labels_m_v, rnd.labels_m_r, rnd.num_m)
             mem_m = ClusterMemory.from_centroids(centroids, temperature=cfg.cmc.temperature,
                                                  momentum=cfg.cmc.memory_momentum).to(device)
-            mixed = (mem_m, mv, mr, _sampler(mv, train.visible.camids, cfg, seed * 1000 + global_epoch * 2 + 500),
-                     _sampler(mr, train.infrared.camids, cfg, seed * 1000 + global_epoch * 2 + 501))
+            mixed = (mem_m, mv, mr)
+            mixed_batches = (_sampler(mv, train.visible.camids, cfg, seed * 1000 + global_epoch * 2 + 500),
+                             _sampler(mr, train.infrared.camids, cfg, seed * 1000 + global_epoch * 2 + 501))
     # Every iteration's indices are drawn up front (cheap), so the images can be augmented ahead of
     # time in `data.workers` processes; batch i is built under its own seed, the same for any count.
     steps = []
     for _ in range(cfg.cmc.iterations):
         main = (next(batches_v), next(batches_r))
-        steps.append([main, (next(mixed[3]), next(mixed[4])) if mixed is not None else None])
+        steps.append([main, tuple(next(b) for b in mixed_batches) if mixed_batches is not None else None])
     loader = training_loader(steps, train, transforms, cfg, device, seed=seed * 1000 + global_epoch)
     model.train()
     losses, losses_m = [], []
@@ -184,7 +185,7 @@ def cmc_epoch(model, train: TrainSet, cfg: Config, run, device, phase: int, epoc
         losses.append(_contrast_step(model, views, *main, rnd.labels_v, rnd.labels_r, mem_v, mem_r,
                                      optimizer, device, amp))
         if mixed is not None:
-            mem_m, mv, mr = mixed[:3]
+            mem_m, mv, mr = mixed
             losses_m.append(_contrast_step(model, views_m, *mixed_step, mv, mr, mem_m, mem_m, optimizer, device, amp))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     record = {"loss": float(np.mean(losses)), "seconds_cluster": t_cluster,

@@ -165,7 +165,7 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     if model is not None:
         model = model.to(device)
         _, samples, features = evaluate_model(model, dataset, cfg, device)
-        final_round = _final_clustering(model, cfg, device)
+        final_round = _final_clustering(model, dataset, cfg, device)
         try:
             ranked_list_picture(dataset, samples, features.cpu(), plots / "ranked_lists.png")
             tsne_picture(test_samples, start_features.cpu(), plots / "tsne_start.png", "test features, start weights")
@@ -186,14 +186,13 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     return results
 
 
-def _final_clustering(model, cfg: Config, device) -> dict:
+def _final_clustering(model, dataset, cfg: Config, device) -> dict:
     """Clustering quality of the trained model on the training set (ARI per modality, and how many
     mixed clusters join both modalities correctly)."""
-    from vireid.data.registry import open_dataset
     from vireid.engine.features import cluster_train_set
     from vireid.engine.trainset import build_train_set
 
-    train_set = build_train_set(open_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial), cfg)
+    train_set = build_train_set(dataset, cfg)
     rnd = cluster_train_set(model, train_set, cfg, device, mixed=True)
     keys = ("ari_visible", "ari_infrared", "ari_mixed", "mixed_cross_modal_clusters", "mixed_cross_modal_correct")
     return {k: rnd.metrics[k] for k in keys if k in rnd.metrics}

@@ -43,6 +43,18 @@ class PretrainRecipe:
     seed: int = SOURCE_SEED
 
 
+def _grey_sensor(grey: torch.Tensor, blur: bool, noise: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(H, W) grey levels in [0, 1] -> ImageNet-normalised (3, H, W), after an optional soft lens
+    (3x3 box filter) and sensor noise."""
+    from vireid.data.transforms import _MEAN, _STD
+
+    if blur:
+        grey = F.avg_pool2d(grey[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
+    if noise > 0:
+        grey = grey + noise * torch.randn(grey.shape, generator=generator)
+    return (grey.unsqueeze(0) - _MEAN) / _STD
+
+
 class RandomGreyRemap(torch.nn.Module):
     """Grey image whose grey levels go through a random piecewise-linear curve (not monotone).
 
@@ -65,11 +77,7 @@ class RandomGreyRemap(torch.nn.Module):
         low = pos.floor().long().clamp(max=self.knots - 2)
         frac = pos - low
         remapped = levels[low] * (1 - frac) + levels[low + 1] * frac
-        if self.blur:  # a soft lens: 3x3 box filter
-            remapped = F.avg_pool2d(remapped[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
-        if self.noise > 0:  # sensor noise
-            remapped = remapped + self.noise * torch.randn(remapped.shape, generator=self.generator)
-        return (remapped.unsqueeze(0) - _MEAN) / _STD
+        return _grey_sensor(remapped, self.blur, self.noise, self.generator)
 
 
 class RandomThermalPalette(torch.nn.Module):
@@ -93,11 +101,7 @@ class RandomThermalPalette(torch.nn.Module):
         table = torch.rand((1, 1, self.grid, self.grid, self.grid), generator=self.generator)
         coords = (rgb.permute(1, 2, 0) * 2 - 1)[None, None]  # (1, 1, H, W, 3)
         grey = F.grid_sample(table, coords, mode="bilinear", align_corners=True)[0, 0, 0]  # (H, W)
-        if self.blur:
-            grey = F.avg_pool2d(grey[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
-        if self.noise > 0:
-            grey = grey + self.noise * torch.randn(grey.shape, generator=self.generator)
-        return (grey.unsqueeze(0) - _MEAN) / _STD
+        return _grey_sensor(grey, self.blur, self.noise, self.generator)
 
 
 def source_visible_samples(root: str | Path) -> list[Sample]:
