@@ -1,4 +1,4 @@
-"""The synthetic dataset: raw layouts, determinism, identity consistency, colour-free infrared."""
+"""The synthetic dataset: raw layouts, determinism, identity consistency, how infrared relates to colour."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from vireid.data.synthetic import contact_sheet, generate_synthetic, read_synthetic_info
-from vireid.data.synthetic_people import BOTTOM, SKIN, TOP, make_identity
+from vireid.data.synthetic_people import (BOTTOM, NIR_CHANNEL_WEIGHTS, NIR_MATERIAL_SPREAD, SKIN, TOP, TOP2,
+                                          make_identity)
 from vireid.errors import ConfigError, DatasetLayoutError
 
 SMALL = dict(height=64, width=32, progress=False)
@@ -194,18 +195,57 @@ def _torso_luma(path: Path) -> float:
     return float(window @ np.array([0.299, 0.587, 0.114]))
 
 
-def test_infrared_brightness_does_not_follow_visible_brightness(sysu):
-    # Control: the torso measurement on the first visible images of each person correlates
-    # strongly with the same measurement on their second images, so it would also catch an
-    # infrared image derived from colour. Infrared torso brightness must not correlate with it.
-    def person_mean(pid: int, cams: tuple[str, ...], pattern: str) -> float:
-        return float(np.mean([_torso_luma(p) for c in cams for p in (sysu / c / f"{pid:04d}").glob(pattern)]))
+def _person_luma(root: Path, pid: int, folders: tuple[str, ...], pattern: str) -> float:
+    return float(np.mean([_torso_luma(p) for f in folders for p in (root / f / f"{pid:04d}").glob(pattern)]))
 
-    first = np.array([person_mean(pid, VISIBLE_CAMS, "0001.jpg") for pid in range(1, 25)])
-    second = np.array([person_mean(pid, VISIBLE_CAMS, "0002.jpg") for pid in range(1, 25)])
-    infrared = np.array([person_mean(pid, INFRARED_CAMS, "*.jpg") for pid in range(1, 25)])
+
+def test_near_infrared_brightness_follows_visible_brightness_only_loosely(sysu):
+    # Control: the torso measurement on the first visible images of each person correlates
+    # strongly with the same measurement on their second images. SYSU's near-infrared cameras
+    # see a brightness tied to the colour's (weighted) brightness plus a material term of their
+    # own: positively correlated, clearly less than the visible control.
+    pids = range(1, 25)
+    first = np.array([_person_luma(sysu, pid, VISIBLE_CAMS, "0001.jpg") for pid in pids])
+    second = np.array([_person_luma(sysu, pid, VISIBLE_CAMS, "0002.jpg") for pid in pids])
+    infrared = np.array([_person_luma(sysu, pid, INFRARED_CAMS, "*.jpg") for pid in pids])
+    control = np.corrcoef(first, second)[0, 1]
+    across = np.corrcoef((first + second) / 2, infrared)[0, 1]
+    assert control > 0.8
+    assert 0.3 < across < control - 0.1
+
+
+def test_thermal_brightness_does_not_follow_visible_brightness(tmp_path):
+    # RegDB's thermal camera sees emitted heat: its torso brightness must not correlate with the
+    # visible one, while the visible control does.
+    root = generate_synthetic(tmp_path, layout="regdb", ids=24, images_per_camera=4, **SMALL)
+
+    def luma(folder: str, pid: int, pattern: str) -> float:
+        return float(np.mean([_torso_luma(p) for p in (root / folder / str(pid)).glob(pattern)]))
+
+    pids = range(1, 25)
+    first = np.array([luma("Visible", pid, "*_0[12].jpg") for pid in pids])
+    second = np.array([luma("Visible", pid, "*_0[34].jpg") for pid in pids])
+    thermal = np.array([luma("Thermal", pid, "*.jpg") for pid in pids])
     assert np.corrcoef(first, second)[0, 1] > 0.8
-    assert abs(np.corrcoef((first + second) / 2, infrared)[0, 1]) < 0.4
+    assert abs(np.corrcoef((first + second) / 2, thermal)[0, 1]) < 0.4
+
+
+def test_near_infrared_levels_follow_the_colour_with_a_material_term():
+    people = [make_identity(0, pid) for pid in range(1, 301)]
+    colour = np.array([p.colors[TOP] for p in people])
+    nir = np.array([p.near_infrared[TOP] for p in people])
+    weighted = colour @ NIR_CHANNEL_WEIGHTS
+    # level = 0.15 + 0.7 * weighted + U(-s, s), clipped: the residual is the material term
+    residual = nir - (0.15 + 0.7 * weighted)
+    unclipped = (nir > 0.05) & (nir < 1.0)
+    assert np.abs(residual[unclipped]).max() <= NIR_MATERIAL_SPREAD + 1e-6
+    assert residual[unclipped].std() > 0.5 * NIR_MATERIAL_SPREAD / np.sqrt(3), "a real material term"
+    assert 0.6 < np.corrcoef(weighted, nir)[0, 1] < 0.95
+    close = [(i, j) for i, j in itertools.combinations(range(len(people)), 2)
+             if np.abs(colour[i] - colour[j]).max() < 0.05]
+    assert close and max(abs(nir[i] - nir[j]) for i, j in close) > 0.15
+    assert all(p.near_infrared[SKIN] >= 0.75 for p in people), "skin reflects the illuminator"
+    assert all(abs(p.near_infrared[TOP2] - p.near_infrared[TOP]) >= 0.15 - 1e-6 for p in people), "patterns show"
 
 
 def test_people_with_the_same_top_colour_can_have_different_thermal_levels():

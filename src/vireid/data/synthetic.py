@@ -2,9 +2,10 @@
 
 The demo and the tests read it with the same readers as the real data, so every code path from
 folder parsing to evaluation runs without downloading anything. People are drawn procedurally
-(see `synthetic_people`): shape, garments, patterns and accessories belong to an identity, and
-infrared cameras see an identity-specific thermal emissivity instead of colour, so matching across
-modalities needs shape and texture, as with real cameras.
+(see `synthetic_people`): shape, garments, patterns and accessories belong to an identity; SYSU's
+near-infrared cameras see a brightness that follows the colours only loosely and RegDB's thermal
+camera an emissivity unrelated to them, so matching across modalities needs shape and texture, as
+with real cameras.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from vireid.data.synthetic_people import CAMERAS, draw_image
 from vireid.errors import ConfigError, DatasetLayoutError
 
-GENERATOR_VERSION = 1  # bump whenever the same parameters would give different files
+GENERATOR_VERSION = 2  # bump whenever the same parameters would give different files
 INFO_FILE = "synthetic.json"
 LAYOUTS = ("sysu", "regdb")
 SYSU_VISIBLE_CAMERAS = ("cam1", "cam2", "cam4", "cam5")

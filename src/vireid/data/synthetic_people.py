@@ -2,10 +2,11 @@
 
 A person is drawn once per image as a *part map*: a (H, W) uint8 array whose value says which
 body part or garment covers each pixel (`BACKGROUND`, `SKIN`, `TOP`, ...). A camera then renders
-the part map: a visible camera looks each part up in the identity's colour palette, an infrared
-camera looks it up in the identity's thermal emissivity, drawn independently of the colours.
-Both modalities therefore share shape, garment cut, patterns and accessories, but the grey level
-of an infrared garment says nothing about its colour, as with real thermal cameras.
+the part map: a visible camera looks each part up in the identity's colour palette; a
+near-infrared camera (SYSU-MM01's cam3 and cam6, LLCM) in the identity's near-infrared
+reflectance, which follows the colour's brightness only loosely; a thermal camera (RegDB) in the
+identity's thermal emissivity, drawn independently of the colours. All modalities share shape,
+garment cut, patterns and accessories.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ class Identity:
     """Everything that stays the same for one person across cameras, views and modalities.
 
     Lengths are fractions of the person's height on screen; `colors` is (N_PARTS, 3) RGB in
-    [0, 1] and `emissivity` is (N_PARTS,) thermal brightness in [0, 1], drawn independently.
+    [0, 1]; `near_infrared` is (N_PARTS,) brightness under an infrared illuminator in [0, 1],
+    loosely tied to the colours; `emissivity` is (N_PARTS,) thermal brightness in [0, 1], drawn
+    independently of them.
     """
 
     pid: int
@@ -59,6 +62,7 @@ class Identity:
     logo_dx: float
     logo_r: float
     colors: np.ndarray
+    near_infrared: np.ndarray
     emissivity: np.ndarray
 
 
@@ -81,6 +85,7 @@ class Camera:
     wall: tuple[float, float, float]
     ground: tuple[float, float, float]
     horizon: float
+    thermal: bool = False  # an infrared camera that sees emitted heat (RegDB), not reflected near-infrared
 
 
 _SYSU_CAMERAS = (
@@ -101,7 +106,7 @@ _REGDB_CAMERAS = (
     Camera("Visible", 21, False, True, 1.00, (1.00, 1.00, 1.02), 0.6, 0.025, 0.86, 0.50, 2.0, 92,
            (0.60, 0.60, 0.58), (0.44, 0.44, 0.42), 0.58),
     Camera("Thermal", 22, True, True, 1.00, (1.0, 1.0, 1.0), 1.2, 0.040, 0.86, 0.50, 2.0, 90,
-           (0.20, 0.20, 0.20), (0.30, 0.30, 0.30), 0.58),
+           (0.20, 0.20, 0.20), (0.30, 0.30, 0.30), 0.58, thermal=True),
 )
 CAMERAS: dict[str, Camera] = {c.name: c for c in _SYSU_CAMERAS + _REGDB_CAMERAS}
 
@@ -134,6 +139,26 @@ def _contrasting_level(rng: np.random.Generator, base: float) -> float:
     """A thermal level differing from `base` by 0.18-0.35, so patterns show as texture in IR."""
     step = rng.uniform(0.18, 0.35)
     return base + step if base + step <= 0.95 else base - step
+
+
+# Near-infrared response of a dye, per RGB channel: many dyes that absorb blue and green light
+# reflect the near infrared like red light does, so red weighs most.
+NIR_CHANNEL_WEIGHTS = np.array([0.55, 0.30, 0.15])
+NIR_MATERIAL_SPREAD = 0.2  # half-width of the uniform material term added to every part's level
+
+
+def _near_infrared_levels(colors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N_PARTS,) near-infrared brightness: the colour's weighted brightness, compressed into
+    [0.15, 0.85], plus a uniform material term of +-NIR_MATERIAL_SPREAD, so it follows the colour
+    only loosely (correlation about 0.8); skin reflects strongly whatever its tone; a pattern's
+    second garment keeps at least 0.15 of contrast so stripes stay visible."""
+    levels = 0.15 + 0.7 * (colors @ NIR_CHANNEL_WEIGHTS)
+    levels = levels + rng.uniform(-NIR_MATERIAL_SPREAD, NIR_MATERIAL_SPREAD, len(levels))
+    levels[SKIN] = rng.uniform(0.75, 0.95)
+    for second, first in ((TOP2, TOP), (BOTTOM2, BOTTOM), (LOGO, TOP)):
+        if abs(levels[second] - levels[first]) < 0.15:
+            levels[second] = levels[first] + (0.15 if levels[first] < 0.5 else -0.15)
+    return np.clip(levels, 0.05, 1.0)
 
 
 @lru_cache(maxsize=4096)
@@ -186,6 +211,9 @@ def make_identity(seed: int, pid: int) -> Identity:
         logo_dx=float(rng.uniform(-0.04, 0.04)),
         logo_r=float(rng.uniform(0.035, 0.06)),
         colors=colors.astype(np.float32),
+        # its own stream of numbers, so the rest of the identity is what generator version 1 drew
+        near_infrared=_near_infrared_levels(colors, np.random.default_rng([seed, TAG_IDENTITY, pid, 1]))
+        .astype(np.float32),
         emissivity=emis.astype(np.float32),
     )
 
@@ -420,7 +448,7 @@ def _apply_patterns(parts: np.ndarray, p: Identity, cx: float, top: float, ph: f
 
 def render(parts: np.ndarray, p: Identity, cam: Camera, seed: int, geometry: tuple[float, float, float, float],
            rng: np.random.Generator) -> Image.Image:
-    """Render a part map as `cam` sees it: colour for visible cameras, heat for infrared ones.
+    """Render a part map as `cam` sees it: colour, near-infrared reflectance or heat.
 
     Works in place on one float32 (H, W, C) buffer in 0..255 units; this is the hot loop.
     """
@@ -433,9 +461,10 @@ def render(parts: np.ndarray, p: Identity, cam: Camera, seed: int, geometry: tup
     col_shade = np.clip(1.0 - 0.22 * xs * xs, 0.6, 1.0)  # round body: darker towards the sides
     rows = np.clip((np.arange(h, dtype=np.float32) - top) / ph, 0.0, 1.0)
     if cam.infrared:
-        # warm body core; the identity's emissivity, not its colour, sets each garment's grey level
+        # lit from the camera's own illuminator; a thermal camera sees emissivity, not reflectance
         shade = (1.0 - 0.08 * rows)[:, None] * col_shade[None, :]
-        table = (p.emissivity * (cam.gain * rng.uniform(0.94, 1.04)))[:, None]
+        levels = p.emissivity if cam.thermal else p.near_infrared
+        table = (levels * (cam.gain * rng.uniform(0.94, 1.04)))[:, None]
         light = np.float32(255.0)
     else:
         shade = (1.08 - 0.16 * rows)[:, None] * col_shade[None, :]  # lit from above
