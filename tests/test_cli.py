@@ -40,6 +40,26 @@ def test_unknown_config_key_suggests_the_closest(tmp_path, capsys):
     assert code == 2 and "cluster.epss" in err and "cluster.eps" in err
 
 
+def test_overrides_may_follow_flags(tmp_path, monkeypatch):
+    import vireid.engine.pipeline as pipeline
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "train", lambda cfg, resume=False: seen.update(cfg=cfg, resume=resume))
+    code = main(["train", "--dataset", "sysu", "--data-root", str(tmp_path), "--output", str(tmp_path / "run"),
+                 "cmc.lr=0.001", "--resume", "sca.epochs=7", "--seed", "3", "eval.every=2"])
+    cfg = seen["cfg"]
+    assert code == 0 and seen["resume"] is True
+    assert (cfg.cmc.lr, cfg.sca.epochs, cfg.eval.every, cfg.seed) == (0.001, 7, 2, 3)
+
+
+def test_a_stray_word_is_still_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--dataset", "sysu", "--data-root", str(tmp_path), "cmc.lr=0.001", "--seed", "3", "oops"])
+    assert exit_.value.code == 2 and "unrecognized arguments: oops" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["info", "--dataset", "sysu", "--data-root", str(tmp_path), "cmc.lr=0.001"])  # takes no overrides
+
+
 def _write_features(path, drop=None, **changes):
     rng = np.random.default_rng(0)
     arrays = dict(query_features=rng.normal(size=(6, 8)), query_pids=np.array([0, 1, 2, 0, 1, 2]),

@@ -31,7 +31,7 @@ def workspace(tmp_path_factory):
 
 def _train_command(root: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "vireid", "train", "--preset", "smoke", "--data-root", str(root),
-            "--output", str(out), "--deterministic", "--seed", "1", *extra]
+            "--output", str(out), "--deterministic", "--seed", "1", "eval.every=1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +56,9 @@ def test_run_folder_describes_the_run(finished_run):
     assert {("epoch", "cmc"), ("mmlm", "mmlm"), ("epoch", "sca"), ("eval", "cmc"), ("eval", "sca")} <= stages
     sca_epochs = [e for e in events if e["event"] == "epoch" and e["stage"] == "sca"]
     assert "loss_intra" in sca_epochs[-1] and "loss_inter" in sca_epochs[-1]  # smoke runs every loss
+    # eval.every=1 with 2 CMC and 2 SCA epochs: one evaluation inside each stage, one after it
+    evals = [(e["stage"], e["epoch"]) for e in events if e["event"] == "eval" and e["protocol"] == "all-single"]
+    assert evals == [("cmc", 0), ("cmc", None), ("sca", 0), ("sca", None)]
 
 
 def test_final_metrics_have_every_protocol_as_fractions(finished_run):

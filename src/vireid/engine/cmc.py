@@ -201,11 +201,13 @@ def cmc_epoch(model, train: TrainSet, cfg: Config, run, device, phase: int, epoc
 
 
 def cmc_stage(model, train: TrainSet, cfg: Config, run, device, resume: dict | None = None,
-              on_epoch_end=None) -> CMCResult:
+              on_epoch_end=None, evaluate=None) -> CMCResult:
     """Train both CMC phases; `resume` is a checkpoint of this stage (continue after its epoch).
 
     `on_epoch_end(stage, epoch_index, optimizer, scheduler, memories)` saves the checkpoint; it is
-    the pipeline's, so the stage does not know the run folder's file names.
+    the pipeline's, so the stage does not know the run folder's file names. `evaluate(stage,
+    epoch_index)` runs every `eval.every` epochs (counted over both phases), not after the last one:
+    the pipeline evaluates the finished stage itself.
     """
     from vireid.engine.device import autocast
 
@@ -240,6 +242,10 @@ def cmc_stage(model, train: TrainSet, cfg: Config, run, device, resume: dict | N
                         + (f"/{record['clusters_mixed']}" if phase == 2 else "")
                         + (f", ARI V/R {record['ari_visible']:.3f}/{record['ari_infrared']:.3f}"
                            if "ari_visible" in record else ""))
+            total = cfg.cmc.phase1_epochs + cfg.cmc.phase2_epochs
+            if evaluate is not None and cfg.eval.every > 0 and (offset + epoch + 1) % cfg.eval.every == 0 \
+                    and offset + epoch + 1 < total:
+                evaluate("cmc", offset + epoch)
             if on_epoch_end is not None:
                 on_epoch_end("cmc", offset + epoch, optimizer, scheduler, memories)
         offset += epochs

@@ -196,7 +196,8 @@ def _run_stages(pipe: Pipeline):
                 restore_rng(pipe.resume)
             try:
                 cmc_stage(model, pipe.train_set, cfg, run, device, resume=resume,
-                          on_epoch_end=pipe.epoch_saver(model))
+                          on_epoch_end=pipe.epoch_saver(model),
+                          evaluate=lambda stage, epoch: pipe.evaluate(model, stage, epoch))
             except NoClustersError as err:
                 run.log(f"WARNING: {err}. The CMC stage stops here.")
             pipe.evaluate(model, "cmc")
