@@ -2,7 +2,8 @@
 
     python benchmarks/ablation.py [--seeds 0 1 2] [--out docs/ablation.md] [--work DIR] [KEY=VALUE ...]
 
-Rows: CMC only; +MMLM (SCA with only weighted CE + triplet); +MMLM+intra; +MMLM+inter; full MMM.
+Rows: the start weights before any training (the same for every seed); CMC only; +MMLM (SCA with
+only weighted CE + triplet); +MMLM+intra; +MMLM+inter; full MMM.
 For each seed the CMC stage runs once; the four MMLM+SCA variants then resume from its checkpoint
 (`checkpoints/cmc.pt`, the pipeline's own resume path), so they differ only in the SCA losses.
 Columns: mean ± std over seeds of Rank-1 and mAP (SYSU all-search single-shot) and the ARI of the
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+START = "start weights (no training)"
 VARIANTS = (
     ("+MMLM", ["sca.intra=false", "sca.inter=false"]),
     ("+MMLM+intra", ["sca.inter=false"]),
@@ -76,8 +78,22 @@ def run_seed(seed: int, work: Path, data_root: Path, weights: str, overrides: li
     return rows
 
 
+def evaluate_start(data_root: Path, weights: str, overrides: list[str]) -> dict:
+    """Rank-1 / mAP of the start weights (no training), with the demo preset's evaluation."""
+    from vireid.data.registry import open_dataset
+    from vireid.engine.demo import evaluate_model
+    from vireid.engine.device import select_device
+    from vireid.engine.pipeline import model_from_config
+
+    cfg = _config(overrides, Path("unused"), data_root, weights)
+    device = select_device(cfg.device)
+    model = model_from_config(cfg).to(device).eval()
+    results = evaluate_model(model, open_dataset("sysu", data_root), cfg, device)[0]["all-single"]
+    return {"rank1": results["rank1"], "mAP": results["mAP"]}
+
+
 def markdown(per_seed: dict[int, dict[str, dict]], overrides: list[str], minutes: float, chance: float) -> str:
-    names = ["CMC only"] + [n for n, _ in VARIANTS]
+    names = [START, "CMC only"] + [n for n, _ in VARIANTS]
     seeds = sorted(per_seed)
     lines = ["# Ablation on the demo's synthetic data", "",
              f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; SYSU all-search single-shot "
@@ -97,7 +113,7 @@ def markdown(per_seed: dict[int, dict[str, dict]], overrides: list[str], minutes
     for s in seeds:
         lines.append(f"- seed {s}: " + "; ".join(
             f"{n} {100 * per_seed[s][n]['rank1']:.1f} / {100 * per_seed[s][n]['mAP']:.1f} / {per_seed[s][n]['ari']:.3f}"
-            for n in names))
+            for n in names[1:]))
     return "\n".join(lines) + "\n"
 
 
@@ -123,8 +139,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     per_seed = {}
+    start = evaluate_start(root, weights, overrides)
     for seed in args.seeds:
-        per_seed[seed] = run_seed(seed, work, root, weights, overrides)
+        per_seed[seed] = {START: start, **run_seed(seed, work, root, weights, overrides)}
         print(f"seed {seed} done after {(time.time() - t0) / 60:.1f} min: {json.dumps(per_seed[seed])}", flush=True)
     test_ids = len((root / "exp" / "test_id.txt").read_text().split(","))
     table = markdown(per_seed, args.overrides, (time.time() - t0) / 60, 1.0 / test_ids)

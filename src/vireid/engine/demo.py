@@ -93,47 +93,22 @@ def _final_model(run_dir: Path):
     return None
 
 
-def _matching_ari(path: Path) -> dict:
-    """Per-modality ARI of the clustering MMLM matched (the CMC model's), from its saved labels."""
-    from sklearn.metrics import adjusted_rand_score
-
-    if not path.is_file():
-        return {}
-    with np.load(path) as z:
-        arrays = dict(z)
-    if "pids_visible" not in arrays:
-        return {}
-    out = {}
-    for name in ("visible", "infrared"):
-        labels = arrays[f"labels_{name}"]
-        # outliers count as singletons, as in vireid.clustering.cluster's ARI
-        singletons = np.where(labels >= 0, labels, labels.max(initial=-1) + 1 + np.arange(labels.size))
-        out[f"ari_{name}"] = float(adjusted_rand_score(arrays[f"pids_{name}"], singletons))
-    return out
-
-
-def _stage_summary(run_dir: Path, start: dict, final_round: dict | None) -> dict:
-    """Rank-1/mAP and clustering quality of the start model, after CMC and after SCA."""
+def _stage_summary(run_dir: Path, start: dict, quality: dict[str, dict]) -> dict:
+    """Rank-1/mAP of the start model, after CMC and after SCA, with each model's clustering quality
+    (`quality[stage]`, from `clustering_quality`)."""
     events = [json.loads(line) for line in open(run_dir / "metrics.jsonl", encoding="utf-8") if line.strip()]
-    cmc_epochs = [e for e in events if e.get("event") == "epoch" and e.get("stage") == "cmc"]
-    evals = {e["stage"]: e for e in events if e.get("event") == "eval" and e.get("protocol") == "all-single"}
+    evals = {e["stage"]: e for e in events if e.get("event") == "eval" and e.get("protocol") == "all-single"
+             and e.get("epoch") is None}  # the evaluation after each stage, not the periodic ones
     mmlm = next((e for e in events if e.get("event") == "mmlm"), {})
     out: dict = {"start": {"rank1": start["all-single"]["rank1"], "mAP": start["all-single"]["mAP"]}}
-    if cmc_epochs:  # the first CMC epoch clusters with the start weights, before any training
-        first = cmc_epochs[0]
-        out["start"].update({k: first[k] for k in ("ari_visible", "ari_infrared") if k in first})
-    if "cmc" in evals:
-        out["cmc"] = {"rank1": evals["cmc"]["rank1"], "mAP": evals["cmc"]["mAP"]}
-        last = cmc_epochs[-1] if cmc_epochs else {}
-        out["cmc"].update({k: last[k] for k in ("mixed_cross_modal_correct", "mixed_cross_modal_clusters")
-                           if k in last})
-        out["cmc"].update(_matching_ari(run_dir / "mmlm" / "matching.npz"))
+    for stage in ("cmc", "sca"):
+        if stage in evals:
+            out[stage] = {"rank1": evals[stage]["rank1"], "mAP": evals[stage]["mAP"]}
+    for stage, metrics in quality.items():
+        if stage in out:
+            out[stage].update(metrics)
     if mmlm:
         out["mmlm"] = {k: v for k, v in mmlm.items() if k not in ("event", "stage", "time") and v is not None}
-    if "sca" in evals:
-        out["sca"] = {"rank1": evals["sca"]["rank1"], "mAP": evals["sca"]["mAP"]}
-    if final_round:
-        out[("sca" if "sca" in evals else "cmc")].update(final_round)
     return out
 
 
@@ -156,23 +131,30 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
         cfg.model.weights_path = str(synthetic_pretrained_weights(cfg, cache))
     dataset = open_dataset("sysu", str(root))
     device = select_device(cfg.device)
-    start_results, test_samples, start_features = evaluate_model(model_from_config(cfg).to(device), dataset, cfg, device)
+    start_model = model_from_config(cfg).to(device)
+    start_results, test_samples, start_features = evaluate_model(start_model, dataset, cfg, device)
+    quality = {"start": clustering_quality(start_model, dataset, cfg, device)}
+    del start_model
     results = train(cfg, resume=resume)
     run_dir = Path(cfg.output)
     plots = run_dir / "plots"
-    final_round = None
+    cmc_checkpoint = run_dir / "checkpoints" / "cmc.pt"
+    if cmc_checkpoint.is_file():
+        from vireid.inference import model_from_checkpoint
+
+        quality["cmc"] = clustering_quality(model_from_checkpoint(cmc_checkpoint)[0].to(device), dataset, cfg, device)
     model = _final_model(run_dir)
     if model is not None:
         model = model.to(device)
         _, samples, features = evaluate_model(model, dataset, cfg, device)
-        final_round = _final_clustering(model, dataset, cfg, device)
+        quality["sca"] = clustering_quality(model, dataset, cfg, device)
         try:
             ranked_list_picture(dataset, samples, features.cpu(), plots / "ranked_lists.png")
             tsne_picture(test_samples, start_features.cpu(), plots / "tsne_start.png", "test features, start weights")
             tsne_picture(samples, features.cpu(), plots / "tsne_final.png", "test features, after training")
         except Exception as err:  # noqa: BLE001 - a picture never fails the demo
             print(f"demo plots skipped: {type(err).__name__}: {err}")
-    summary = _stage_summary(run_dir, start_results, final_round)
+    summary = _stage_summary(run_dir, start_results, quality)
     summary["seconds"] = time.time() - t0
     (run_dir / "demo_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     test_ids = len(dataset.test_ids)
@@ -186,9 +168,11 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     return results
 
 
-def _final_clustering(model, dataset, cfg: Config, device) -> dict:
-    """Clustering quality of the trained model on the training set (ARI per modality, and how many
-    mixed clusters join both modalities correctly)."""
+def clustering_quality(model, dataset, cfg: Config, device) -> dict:
+    """How well `model`'s features cluster the training set, as CMC clusters it: ARI of the visible,
+    infrared and mixed (both modalities, modality-balanced Jaccard) clusterings against the true
+    identities, and how many mixed clusters join both modalities (with the share whose two
+    modalities' majority identities agree)."""
     from vireid.engine.features import cluster_train_set
     from vireid.engine.trainset import build_train_set
 
@@ -200,13 +184,14 @@ def _final_clustering(model, dataset, cfg: Config, device) -> dict:
 
 def _summary_lines(summary: dict) -> str:
     """A few lines: Rank-1 / mAP / ARI per stage."""
-    lines = ["stage      Rank-1    mAP   ARI-V   ARI-R"]
+    lines = ["stage      Rank-1    mAP   ARI-V   ARI-R   ARI-M"]
     for stage in ("start", "cmc", "sca"):
         if stage not in summary:
             continue
         s = summary[stage]
         fmt = lambda k, scale=1.0: f"{scale * s[k]:7.3f}" if k in s else "      -"  # noqa: E731
-        lines.append(f"{stage:<8}{100 * s['rank1']:8.2f}{100 * s['mAP']:7.2f} {fmt('ari_visible')} {fmt('ari_infrared')}")
+        lines.append(f"{stage:<8}{100 * s['rank1']:8.2f}{100 * s['mAP']:7.2f} {fmt('ari_visible')} {fmt('ari_infrared')}"
+                     f" {fmt('ari_mixed')}")
     if "mmlm" in summary:
         m = summary["mmlm"]
         lines.append("mmlm: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
