@@ -25,6 +25,7 @@ def test_pretraining_source_is_other_people_and_visible_only(tmp_path: Path):
         source, target = make_identity(recipe.seed, pid), make_identity(demo.DEMO_DATA["seed"], pid)
         assert not np.allclose(source.colors, target.colors)
         assert not np.allclose(source.emissivity, target.emissivity)
+        assert not np.allclose(source.near_infrared, target.near_infrared)
     # the infrared cameras exist on disk, yet no infrared image is used
     assert any((root / "cam3").iterdir()) or any((root / "cam6").iterdir())
     samples = pretrain.source_visible_samples(root)
@@ -151,3 +152,23 @@ def test_ranked_list_picture_skips_cam2_for_cam3_queries_and_marks_true_matches(
         assert [s.path for s in ranked] == [s.path for s in expected]
         assert list(drawn["correct"][q]) == [s.pid == query.pid for s in ranked]
     assert gallery == [s.path for s in data._gallery]
+
+
+def test_stage_summary_takes_each_stages_final_evaluation_not_the_periodic_ones(tmp_path: Path):
+    def ev(stage, epoch, rank1, protocol="all-single"):
+        return {"event": "eval", "stage": stage, "epoch": epoch, "protocol": protocol, "rank1": rank1, "mAP": rank1 / 2}
+
+    events = [ev("cmc", 1, 0.10), ev("cmc", None, 0.20), ev("cmc", None, 0.9, "indoor-single"),
+              {"event": "mmlm", "stage": "mmlm", "time": 1.0, "pairs": 5, "pair_precision": 0.4},
+              ev("sca", 3, 0.30), ev("sca", None, 0.40)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    start = {"all-single": {"rank1": 0.05, "mAP": 0.025}}
+    quality = {"start": {"ari_visible": 0.8}, "cmc": {"ari_mixed": 0.5}, "sca": {"ari_infrared": 0.6}}
+    summary = demo._stage_summary(tmp_path, start, quality)
+    assert summary["start"] == {"rank1": 0.05, "mAP": 0.025, "ari_visible": 0.8}
+    assert summary["cmc"] == {"rank1": 0.20, "mAP": 0.10, "ari_mixed": 0.5}
+    assert summary["sca"] == {"rank1": 0.40, "mAP": 0.20, "ari_infrared": 0.6}
+    assert summary["mmlm"] == {"pairs": 5, "pair_precision": 0.4}
+    # a run of the CMC stage alone: no SCA row even if a quality was measured for the final model
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events[:3]))
+    assert set(demo._stage_summary(tmp_path, start, quality)) == {"start", "cmc"}

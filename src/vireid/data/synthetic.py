@@ -4,8 +4,8 @@ The demo and the tests read it with the same readers as the real data, so every 
 folder parsing to evaluation runs without downloading anything. People are drawn procedurally
 (see `synthetic_people`): shape, garments, patterns and accessories belong to an identity; SYSU's
 near-infrared cameras see a brightness that follows the colours only loosely and RegDB's thermal
-camera an emissivity unrelated to them, so matching across modalities needs shape and texture, as
-with real cameras.
+camera an emissivity unrelated to them, so colour alone never matches across modalities: shape and
+texture have to, as with real cameras.
 """
 
 from __future__ import annotations
