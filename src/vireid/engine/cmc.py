@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from vireid.config import Config
 from vireid.engine.features import ClusteringRound, cluster_train_set
-from vireid.engine.trainset import TrainSet
+from vireid.engine.trainset import TrainSet, train_transforms, training_loader
 
 
 @dataclass
@@ -26,27 +26,6 @@ class CMCResult:
     """What the stage hands on: the trained model's last clustering round."""
 
     last_round: ClusteringRound | None
-
-
-def train_transforms(cfg: Config):
-    """The paper's training views at `cfg.data`'s size, with the padding scaled to that size.
-
-    METHOD §4 pads 10 pixels at 288×144; at the demo's small sizes a fixed 10 pixels would shift a
-    64×32 person by a third of its width, so the pad keeps the paper's proportion (10 at 288 rows).
-    """
-    from vireid.data.transforms import build_train_transforms
-
-    pad = max(1, round(10 * cfg.data.height / 288))
-    return build_train_transforms(cfg.data.height, cfg.data.width, pad=pad)
-
-
-def training_loader(steps: list, train: TrainSet, transforms, cfg: Config, device: torch.device, seed: int):
-    """The augmented images of `steps` (each a (visible, infrared) index pair, or a list of such
-    pairs / None), built in `cfg.data.workers` processes (0: in this one), in order."""
-    from vireid.data.loaders import BatchLoader, TrainingViews
-
-    return BatchLoader(steps, TrainingViews(train.visible.images, train.infrared.images, transforms),
-                       num_workers=cfg.data.workers, pin_memory=device.type == "cuda", seed=seed)
 
 
 def _adam(model: torch.nn.Module, cfg: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:

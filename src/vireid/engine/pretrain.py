@@ -165,7 +165,7 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
     visible images, cycling the colour views; returns the state_dict without the classifier and
     with the infrared stem a copy of the visible one (as ImageNet weights load both stems)."""
     from vireid.data.loaders import make_batch
-    from vireid.engine.cmc import train_transforms
+    from vireid.engine.trainset import train_transforms
     from vireid.engine.pipeline import model_from_config
     from vireid.losses import batch_hard_triplet
 

@@ -173,7 +173,7 @@ def _identity_batches(shared: SharedLabels, cfg: Config, epoch: int):
 
 def sca_epoch(model, train: TrainSet, shared: SharedLabels, cfg: Config, device, epoch: int, optimizer,
               transforms, amp) -> dict:
-    from vireid.engine.cmc import training_loader
+    from vireid.engine.trainset import training_loader
 
     warm = epoch < cfg.sca.warmup_epochs
     t0 = time.time()
@@ -233,7 +233,7 @@ def prepare_sca_model(model, shared: SharedLabels, device):
 def sca_stage(model, train: TrainSet, shared: SharedLabels, cfg: Config, run, device, resume: dict | None = None,
               on_epoch_end=None, evaluate=None):
     """Train the SCA stage; `resume` is a checkpoint of this stage. Returns the trained model."""
-    from vireid.engine.cmc import train_transforms
+    from vireid.engine.trainset import train_transforms
     from vireid.engine.device import autocast
 
     if shared.num_classes == 0:
