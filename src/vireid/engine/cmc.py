@@ -184,9 +184,8 @@ def cmc_stage(model, train: TrainSet, cfg: Config, run, device, resume: dict | N
     """Train both CMC phases; `resume` is a checkpoint of this stage (continue after its epoch).
 
     `on_epoch_end(stage, epoch_index, optimizer, scheduler, memories)` saves the checkpoint; it is
-    the pipeline's, so the stage does not know the run folder's file names. `evaluate(stage,
-    epoch_index)` runs every `eval.every` epochs (counted over both phases), not after the last one:
-    the pipeline evaluates the finished stage itself.
+    the pipeline's, so the stage does not know the run folder's file names; so is `evaluate(stage,
+    epoch_index)`, called after every epoch (counted over both phases), which decides when to evaluate.
     """
     from vireid.engine.device import autocast
 
@@ -221,9 +220,7 @@ def cmc_stage(model, train: TrainSet, cfg: Config, run, device, resume: dict | N
                         + (f"/{record['clusters_mixed']}" if phase == 2 else "")
                         + (f", ARI V/R {record['ari_visible']:.3f}/{record['ari_infrared']:.3f}"
                            if "ari_visible" in record else ""))
-            total = cfg.cmc.phase1_epochs + cfg.cmc.phase2_epochs
-            if evaluate is not None and cfg.eval.every > 0 and (offset + epoch + 1) % cfg.eval.every == 0 \
-                    and offset + epoch + 1 < total:
+            if evaluate is not None:
                 evaluate("cmc", offset + epoch)
             if on_epoch_end is not None:
                 on_epoch_end("cmc", offset + epoch, optimizer, scheduler, memories)

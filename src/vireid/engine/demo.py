@@ -131,9 +131,12 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
         cfg.model.weights_path = str(synthetic_pretrained_weights(cfg, cache))
     dataset = open_dataset("sysu", str(root))
     device = select_device(cfg.device)
+    from vireid.engine.trainset import build_train_set
+
     start_model = model_from_config(cfg).to(device)
     start_results, test_samples, start_features = evaluate_model(start_model, dataset, cfg, device)
-    quality = {"start": clustering_quality(start_model, dataset, cfg, device)}
+    train_set = build_train_set(dataset, cfg)
+    quality = {"start": clustering_quality(start_model, train_set, cfg, device)}
     del start_model
     results = train(cfg, resume=resume)
     run_dir = Path(cfg.output)
@@ -142,12 +145,12 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     if cmc_checkpoint.is_file():
         from vireid.inference import model_from_checkpoint
 
-        quality["cmc"] = clustering_quality(model_from_checkpoint(cmc_checkpoint)[0].to(device), dataset, cfg, device)
+        quality["cmc"] = clustering_quality(model_from_checkpoint(cmc_checkpoint)[0].to(device), train_set, cfg, device)
     model = _final_model(run_dir)
     if model is not None:
         model = model.to(device)
         _, samples, features = evaluate_model(model, dataset, cfg, device)
-        quality["sca"] = clustering_quality(model, dataset, cfg, device)
+        quality["sca"] = clustering_quality(model, train_set, cfg, device)
         try:
             ranked_list_picture(dataset, samples, features.cpu(), plots / "ranked_lists.png")
             tsne_picture(test_samples, start_features.cpu(), plots / "tsne_start.png", "test features, start weights")
@@ -168,15 +171,13 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     return results
 
 
-def clustering_quality(model, dataset, cfg: Config, device) -> dict:
-    """How well `model`'s features cluster the training set, as CMC clusters it: ARI of the visible,
-    infrared and mixed (both modalities, modality-balanced Jaccard) clusterings against the true
+def clustering_quality(model, train_set, cfg: Config, device) -> dict:
+    """How well `model`'s features cluster `train_set` (a `TrainSet`), as CMC clusters it: ARI of
+    the visible, infrared and mixed (both modalities, modality-balanced Jaccard) clusterings against the true
     identities, and how many mixed clusters join both modalities (with the share whose two
     modalities' majority identities agree)."""
     from vireid.engine.features import cluster_train_set
-    from vireid.engine.trainset import build_train_set
 
-    train_set = build_train_set(dataset, cfg)
     rnd = cluster_train_set(model, train_set, cfg, device, mixed=True)
     keys = ("ari_visible", "ari_infrared", "ari_mixed", "mixed_cross_modal_clusters", "mixed_cross_modal_correct")
     return {k: rnd.metrics[k] for k in keys if k in rnd.metrics}

@@ -79,6 +79,16 @@ class Pipeline:
             self.checkpoint(model, "last.pt", stage, epoch, optimizer, scheduler, memories)
         return on_epoch_end
 
+    def periodic_evaluator(self, model, stage_epochs: int):
+        """`evaluate(stage, epoch_index)` for a stage to call after every epoch: it evaluates every
+        `eval.every` epochs but not after the last one, which the pipeline evaluates itself."""
+        every = self.cfg.eval.every
+
+        def evaluate(stage, epoch):
+            if every > 0 and (epoch + 1) % every == 0 and epoch + 1 < stage_epochs:
+                self.evaluate(model, stage, epoch)
+        return evaluate
+
     def stage_resume(self, stage: str) -> dict | None:
         """The resume checkpoint if it belongs to `stage`, flattened for the stage function."""
         if self.resume is None or self.resume["stage"] != stage:
@@ -197,7 +207,7 @@ def _run_stages(pipe: Pipeline):
             try:
                 cmc_stage(model, pipe.train_set, cfg, run, device, resume=resume,
                           on_epoch_end=pipe.epoch_saver(model),
-                          evaluate=lambda stage, epoch: pipe.evaluate(model, stage, epoch))
+                          evaluate=pipe.periodic_evaluator(model, cfg.cmc.phase1_epochs + cfg.cmc.phase2_epochs))
             except NoClustersError as err:
                 run.log(f"WARNING: {err}. The CMC stage stops here.")
             pipe.evaluate(model, "cmc")
@@ -240,7 +250,7 @@ def _run_stages(pipe: Pipeline):
         unwrap_model(model).load_state_dict(pipe.resume["model"])
         restore_rng(pipe.resume)
     sca_stage(model, pipe.train_set, pipe.shared, cfg, run, device, resume=resume,
-              on_epoch_end=pipe.epoch_saver(model), evaluate=lambda stage, epoch: pipe.evaluate(model, stage, epoch))
+              on_epoch_end=pipe.epoch_saver(model), evaluate=pipe.periodic_evaluator(model, cfg.sca.epochs))
     pipe.checkpoint(model, "final.pt", "done", cfg.sca.epochs - 1)
     pipe.evaluate(model, "sca")
     return model

@@ -255,7 +255,7 @@ def sca_stage(model, train: TrainSet, shared: SharedLabels, cfg: Config, run, de
         run.log_metrics("epoch", stage="sca", epoch=epoch, **record)
         run.log(f"sca epoch {epoch + 1}/{cfg.sca.epochs}: loss {record.get('loss', float('nan')):.3f} "
                 + " ".join(f"{k[5:]} {v:.3f}" for k, v in record.items() if k.startswith("loss_")))
-        if evaluate is not None and cfg.eval.every > 0 and (epoch + 1) % cfg.eval.every == 0 and epoch + 1 < cfg.sca.epochs:
+        if evaluate is not None:  # the pipeline's periodic evaluator decides when
             evaluate("sca", epoch)
         if on_epoch_end is not None:
             on_epoch_end("sca", epoch, optimizer, scheduler, None)
