@@ -115,7 +115,7 @@ def _stage_summary(run_dir: Path, start: dict, quality: dict[str, dict]) -> dict
 def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> dict:
     """Generate data if needed, provide the start weights, train CMC → MMLM → SCA, report and draw."""
     from vireid.data.registry import open_dataset
-    from vireid.engine.device import select_device
+    from vireid.engine.device import seed_everything, select_device
     from vireid.engine.pipeline import model_from_config, train
     from vireid.evaluation import format_table
 
@@ -133,6 +133,7 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     device = select_device(cfg.device)
     from vireid.engine.trainset import build_train_set
 
+    seed_everything(cfg.seed)  # parameters the start weights do not set (model.pretrained=none) are seeded
     start_model = model_from_config(cfg).to(device)
     start_results, test_samples, start_features = evaluate_model(start_model, dataset, cfg, device)
     train_set = build_train_set(dataset, cfg)
