@@ -81,14 +81,16 @@ def run_seed(seed: int, work: Path, data_root: Path, weights: str, overrides: li
 def evaluate_start(data_root: Path, weights: str, overrides: list[str]) -> dict:
     """Rank-1 / mAP of the start weights (no training), with the demo preset's evaluation."""
     from vireid.data.registry import open_dataset
-    from vireid.engine.demo import evaluate_model
+    from vireid.demo.command import evaluate_model
+    from vireid.engine.context import RunContext
     from vireid.engine.device import select_device
-    from vireid.engine.pipeline import model_from_config
+    from vireid.models import create_model
 
     cfg = _config(overrides, Path("unused"), data_root, weights)
     device = select_device(cfg.device)
-    model = model_from_config(cfg).to(device).eval()
-    results = evaluate_model(model, open_dataset("sysu", data_root), cfg, device)[0]["all-single"]
+    model = create_model(cfg.model).to(device).eval()
+    ctx = RunContext.from_config(cfg, None, device)
+    results = evaluate_model(model, open_dataset("sysu", data_root), ctx, cfg.eval.trials)[0]["all-single"]
     return {"rank1": results["rank1"], "mAP": results["mAP"]}
 
 
@@ -127,8 +129,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from vireid.config import load_config, resolve_cache_dir
-    from vireid.engine.demo import ensure_demo_data
-    from vireid.engine.pretrain import synthetic_pretrained_weights
+    from vireid.demo.command import ensure_demo_data
+    from vireid.demo.pretrain import synthetic_pretrained_weights
 
     t0 = time.time()
     overrides = ([f"data.cache_dir={args.cache_dir}"] if args.cache_dir else []) + args.overrides

@@ -41,19 +41,13 @@ def main() -> None:
     from vireid.config import load_config, resolve_cache_dir
     from vireid.data.image_cache import load_images
     from vireid.data.registry import open_dataset
-    from vireid.data.transforms import _MEAN, _STD, luminance, to_normalized_tensor
-    from vireid.engine.pretrain import RandomThermalPalette
+    from vireid.data.transforms import imagenet_denormalize, imagenet_normalize, luminance, to_normalized_tensor
+    from vireid.demo.pretrain import RandomThermalPalette
+    from vireid.models import create_model, load_model
 
     cfg = load_config("demo", [f"data.root={args.data}"] + ([f"model.weights_path={args.weights}"] if args.weights else [])
                       + args.overrides)
-    if args.checkpoint:
-        from vireid.inference import model_from_checkpoint
-
-        model = model_from_checkpoint(args.checkpoint)[0]
-    else:
-        from vireid.engine.pipeline import model_from_config
-
-        model = model_from_config(cfg)
+    model = load_model(args.checkpoint)[0] if args.checkpoint else create_model(cfg.model)
     model.eval()
     ds = open_dataset("sysu", args.data)
     samples = list(ds.query("all")) + list(ds.gallery("all", trial=0, shots=10))
@@ -77,7 +71,7 @@ def main() -> None:
         f = torch.nn.functional.normalize(f, dim=1).numpy()
         return f @ f.T
 
-    grey = lambda t: (luminance(t * _STD + _MEAN).clamp(0, 1)[None] - _MEAN) / _STD  # noqa: E731
+    grey = lambda t: imagenet_normalize(luminance(imagenet_denormalize(t)).clamp(0, 1)[None].repeat(3, 1, 1))  # noqa: E731
     palette = RandomThermalPalette(generator=torch.Generator().manual_seed(args.seed))
     plain = features(x)
     as_grey = features(torch.stack([t if ir else grey(t) for t, ir in zip(x, infrared)]))

@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv_models
 
-from vireid.models import build_model
+from vireid.config import ModelConfig
+from vireid.models import create_model
 
 
 def stand_in_memory(dim: int, clusters: int, device: torch.device):
@@ -102,7 +103,7 @@ def main() -> None:
     n = 3 * b
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.amp))
 
-    model = build_model(args.arch, pretrained="none").to(device, memory_format=fmt).train()
+    model = create_model(ModelConfig(arch=args.arch, pretrained="none")).to(device, memory_format=fmt).train()
     params = [p for p in model.parameters() if p.requires_grad]
     # Same optimiser as the CMC stage; --fused-adam shows what torch's fused kernel saves on CPU.
     optimizer = torch.optim.Adam(params, lr=3.5e-4, weight_decay=5e-4, fused=True if args.fused_adam else None)

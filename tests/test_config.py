@@ -161,3 +161,36 @@ def test_cache_dir_defaults_to_user_cache(monkeypatch, tmp_path):
     monkeypatch.setenv("VIREID_CACHE_DIR", str(tmp_path / "env"))
     assert resolve_cache_dir(load_config()) == tmp_path / "env"
     assert resolve_cache_dir(load_config(None, [f"data.cache_dir={tmp_path / 'c'}"])) == tmp_path / "c"
+
+
+def _attributes_read_outside_config() -> set[str]:
+    import ast
+    from pathlib import Path
+
+    import vireid
+
+    names = set()
+    for path in Path(vireid.__file__).parent.rglob("*.py"):
+        if path.name == "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute):
+                names.add(node.attr)
+    return names
+
+
+def test_every_config_key_is_read_by_the_code():
+    from vireid.config import valid_keys
+
+    # `profile` is consumed while the config is resolved (it selects the profile's defaults)
+    consumed_by_loading = {"profile"}
+    read = _attributes_read_outside_config()
+    unread = [k for k in valid_keys() if k not in consumed_by_loading and k.split(".")[-1] not in read]
+    assert not unread, f"config keys nothing reads: {unread}"
+
+
+def test_every_preset_sets_only_known_keys():
+    from vireid.config import list_presets
+
+    for name in list_presets():
+        load_config(name)  # raises ConfigError naming the preset and the unknown key

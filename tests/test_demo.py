@@ -12,7 +12,9 @@ import torch
 from vireid.config import load_config
 from vireid.data.records import INFRARED, VISIBLE, Sample
 from vireid.data.synthetic_people import make_identity
-from vireid.engine import demo, pretrain
+from vireid.demo import command as demo, pretrain
+from vireid.demo.pictures import ranked_list_picture
+from vireid.engine.pipeline import RunResult
 
 
 def test_pretraining_source_is_other_people_and_visible_only(tmp_path: Path):
@@ -53,24 +55,6 @@ def test_pretrained_weights_are_trained_on_source_visible_images_once(tmp_path: 
     shape, labels = seen[0]
     assert shape == (len(expected), cfg.data.height, cfg.data.width, 3)
     assert sorted(np.unique(labels)) == list(range(len(train_ids)))
-
-
-@pytest.mark.parametrize("counts", [[5, 4, 9, 2, 6, 4, 7, 3], [4] * 8])
-def test_identity_batches_take_every_identity_once_with_its_own_rows(counts):
-    labels = np.repeat(np.arange(len(counts)), counts)
-    labels = labels[np.random.default_rng(1).permutation(len(labels))]
-    batches = pretrain.identity_batches(labels, ids_per_batch=2, per_id=4, rng=np.random.default_rng(0))
-    assert len(batches) == len(counts) // 2
-    ids_seen = []
-    for rows in batches:
-        assert rows.shape == (8,)
-        for group in rows.reshape(2, 4):
-            pid = labels[group[0]]
-            assert (labels[group] == pid).all()
-            if counts[pid] >= 4:
-                assert len(set(group.tolist())) == 4  # no repeats when the identity has enough rows
-            ids_seen.append(int(pid))
-    assert sorted(ids_seen) == list(range(len(counts)))
 
 
 def test_grey_remap_is_a_piecewise_linear_curve_of_the_luminance():
@@ -140,8 +124,8 @@ def test_ranked_list_picture_skips_cam2_for_cam3_queries_and_marks_true_matches(
         drawn.update(query=list(query_paths), gallery=list(gallery_paths), ranked=ranked, correct=correct)
         return Path(path)
 
-    monkeypatch.setattr("vireid.viz.plot_ranked_lists", fake_plot)
-    demo.ranked_list_picture(data, samples, features, tmp_path / "ranked.png", queries=2, topk=3)
+    monkeypatch.setattr("vireid.demo.pictures.plot_ranked_lists", fake_plot)
+    ranked_list_picture(data, samples, features, tmp_path / "ranked.png", queries=2, topk=3)
     gallery = drawn["gallery"]
     for q, path in enumerate(drawn["query"]):
         query = next(s for s in data._query if s.path == path)
@@ -154,21 +138,19 @@ def test_ranked_list_picture_skips_cam2_for_cam3_queries_and_marks_true_matches(
     assert gallery == [s.path for s in data._gallery]
 
 
-def test_stage_summary_takes_each_stages_final_evaluation_not_the_periodic_ones(tmp_path: Path):
-    def ev(stage, epoch, rank1, protocol="all-single"):
-        return {"event": "eval", "stage": stage, "epoch": epoch, "protocol": protocol, "rank1": rank1, "mAP": rank1 / 2}
+def test_stage_summary_combines_start_stage_evaluations_quality_and_matching():
+    def evaluation(rank1):
+        return {"eval": {"all-single": {"rank1": rank1, "mAP": rank1 / 2}, "indoor-single": {"rank1": 0.9, "mAP": 0.9}}}
 
-    events = [ev("cmc", 1, 0.10), ev("cmc", None, 0.20), ev("cmc", None, 0.9, "indoor-single"),
-              {"event": "mmlm", "stage": "mmlm", "time": 1.0, "pairs": 5, "pair_precision": 0.4},
-              ev("sca", 3, 0.30), ev("sca", None, 0.40)]
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = RunResult(final={}, summaries={"cmc": evaluation(0.20), "mmlm": {"pairs": 5, "pair_precision": 0.4},
+                                            "sca": evaluation(0.40)})
     start = {"all-single": {"rank1": 0.05, "mAP": 0.025}}
     quality = {"start": {"ari_visible": 0.8}, "cmc": {"ari_mixed": 0.5}, "sca": {"ari_infrared": 0.6}}
-    summary = demo._stage_summary(tmp_path, start, quality)
+    summary = demo.stage_summary(start, result, quality)
     assert summary["start"] == {"rank1": 0.05, "mAP": 0.025, "ari_visible": 0.8}
     assert summary["cmc"] == {"rank1": 0.20, "mAP": 0.10, "ari_mixed": 0.5}
     assert summary["sca"] == {"rank1": 0.40, "mAP": 0.20, "ari_infrared": 0.6}
     assert summary["mmlm"] == {"pairs": 5, "pair_precision": 0.4}
     # a run of the CMC stage alone: no SCA row even if a quality was measured for the final model
-    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events[:3]))
-    assert set(demo._stage_summary(tmp_path, start, quality)) == {"start", "cmc"}
+    cmc_only = RunResult(final={}, summaries={"cmc": evaluation(0.20)})
+    assert set(demo.stage_summary(start, cmc_only, quality)) == {"start", "cmc"}

@@ -28,36 +28,43 @@ def _free_port() -> int:
 
 
 def _gather_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    from vireid.engine.distributed import extract_distributed
-    from vireid.models import build_model
+    from vireid.engine.context import RunContext
+    from vireid.engine.features import clustering_features
+    from vireid.engine.trainset import ModalitySet, TrainSet
+    from model_helpers import model_for_tests
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.manual_seed(0)
-    model = build_model("resnet18", pretrained="none").eval()
+    model = model_for_tests("resnet18", pretrained="none").eval()
     images = np.random.default_rng(0).integers(0, 255, size=(11, 64, 32, 3), dtype=np.uint8)
-    infrared = np.arange(11) % 3 == 0
     cfg = load_config("smoke")
-    feats = extract_distributed(model, images, infrared, cfg, torch.device("cpu"), desc="t")
-    torch.save(feats, Path(out_dir) / f"rank{rank}.pt")
+    ids = np.arange(11)
+    train = TrainSet(ModalitySet(list(ids), images, ids, ids), ModalitySet(list(ids[:5]), images[:5], ids[:5], ids[:5]))
+    ctx = RunContext.from_config(cfg, None, torch.device("cpu"))
+    feats_v, feats_r = clustering_features(model, train, cfg.cluster, ctx)
+    torch.save((feats_v, feats_r), Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
 def test_gathered_features_equal_single_process_extraction(tmp_path):
     from vireid.engine.extract import extract_features
-    from vireid.models import build_model
+    from model_helpers import model_for_tests
 
     mp.spawn(_gather_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     torch.manual_seed(0)
-    model = build_model("resnet18", pretrained="none").eval()
+    model = model_for_tests("resnet18", pretrained="none").eval()
     images = np.random.default_rng(0).integers(0, 255, size=(11, 64, 32, 3), dtype=np.uint8)
     cfg = load_config("smoke")
-    single = extract_features(model, images, np.arange(11) % 3 == 0, batch_size=cfg.data.eval_batch_size,
-                              flip_average=True, renormalize=True, progress=False)
+    single_v = extract_features(model, images, np.zeros(11, bool), batch_size=cfg.data.eval_batch_size,
+                                flip_average=True, renormalize=True, progress=False)
+    single_r = extract_features(model, images[:5], np.ones(5, bool), batch_size=cfg.data.eval_batch_size,
+                                flip_average=True, renormalize=True, progress=False)
     for rank in range(2):
-        gathered = torch.load(tmp_path / f"rank{rank}.pt")
-        assert gathered.shape == single.shape
-        torch.testing.assert_close(gathered, single, atol=1e-5, rtol=1e-5)
+        gathered_v, gathered_r = torch.load(tmp_path / f"rank{rank}.pt")
+        assert gathered_v.shape == single_v.shape and gathered_r.shape == single_r.shape
+        torch.testing.assert_close(gathered_v, single_v, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gathered_r, single_r, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.slow

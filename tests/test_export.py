@@ -16,11 +16,11 @@ ort = pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A resnet18 64x32 checkpoint whose stems differ (as after training)."""
-    from vireid.models import build_model
+    from model_helpers import model_for_tests
 
     cfg = load_config("smoke")
     torch.manual_seed(0)
-    model = build_model("resnet18", pretrained="none")
+    model = model_for_tests("resnet18", pretrained="none")
     with torch.no_grad():
         model.infrared_stem.conv1.weight.mul_(0.5)
         model.bottleneck.running_mean.normal_(0, 0.1)

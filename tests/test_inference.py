@@ -18,11 +18,11 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from vireid.models import build_model
+    from model_helpers import model_for_tests
 
     cfg = load_config("smoke")
     torch.manual_seed(0)
-    model = build_model("resnet18", pretrained="none", num_classes=7)
+    model = model_for_tests("resnet18", pretrained="none", num_classes=7)
     with torch.no_grad():
         model.infrared_stem.conv1.weight.mul_(-1.0)
     path = save_checkpoint(tmp_path_factory.mktemp("ck") / "final.pt", model=model, stage="sca", epoch=1,

@@ -10,14 +10,15 @@ import torch.nn.functional as F
 from torchvision import models as tv_models
 
 from vireid.errors import CheckpointError, ConfigError, VireidError
-from vireid.models import GeM, ModelOutput, NonLocalBlock, build_model, gem_pool
+from model_helpers import model_for_tests
+from vireid.models import GeM, ModelOutput, NonLocalBlock, gem_pool
 from vireid.models import agw
 
 
 @pytest.fixture(scope="module")
 def resnet18():
     torch.manual_seed(0)
-    return build_model("resnet18", pretrained="none", num_classes=5)
+    return model_for_tests("resnet18", pretrained="none", num_classes=5)
 
 
 def nonlocal_reference(block: NonLocalBlock, x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +64,7 @@ def test_gem_formula_by_hand():
 
 
 def test_nonlocal_positions_resnet50_and_resnet18():
-    m50 = build_model("resnet50", pretrained="none", nonlocal_channels="half")
+    m50 = model_for_tests("resnet50", pretrained="none", nonlocal_channels="half")
     assert m50.nonlocal_after == {"layer2": [2, 3], "layer3": [3, 4, 5]}
     assert [b.inter_channels for b in m50.nonlocal2] == [256, 256]
     assert [b.inter_channels for b in m50.nonlocal3] == [512, 512, 512]
@@ -84,10 +85,10 @@ def test_nonlocal_positions_resnet50_and_resnet18():
                      "layer3.0", "layer3.1", "layer3.2", "layer3.3", "nl3.0", "layer3.4", "nl3.1",
                      "layer3.5", "nl3.2"]
     assert fmap.shape == (1, 2048, 2, 1)                              # last stride 1: /16
-    m18 = build_model("resnet18", pretrained="none")
+    m18 = model_for_tests("resnet18", pretrained="none")
     assert m18.nonlocal_after == {"layer2": [1], "layer3": [1]}
     assert [b.inter_channels for b in m18.nonlocal2] == [1]            # reference quirk C' = 1
-    assert build_model("resnet18", pretrained="none", nonlocal_blocks=False).nonlocal_after == {}
+    assert model_for_tests("resnet18", pretrained="none", nonlocal_blocks=False).nonlocal_after == {}
 
 
 def test_last_stride_controls_output_resolution(resnet18):
@@ -95,7 +96,7 @@ def test_last_stride_controls_output_resolution(resnet18):
     resnet18.eval()
     with torch.no_grad():
         assert resnet18.feature_maps(x).shape == (1, 512, 4, 2)
-        m2 = build_model("resnet18", pretrained="none", last_stride=2).eval()
+        m2 = model_for_tests("resnet18", pretrained="none", last_stride=2).eval()
         assert m2.feature_maps(x).shape == (1, 512, 2, 1)
 
 
@@ -106,7 +107,7 @@ def test_bn_neck_and_classifier_initialisation(resnet18):
     cls = resnet18.classifier
     assert cls.bias is None and cls.weight.shape == (5, 512)
     assert 0.0005 < cls.weight.std().item() < 0.0015
-    m = build_model("resnet18", pretrained="none")
+    m = model_for_tests("resnet18", pretrained="none")
     assert m.classifier is None
     m.reset_classifier(7)
     assert m.classifier.weight.shape == (7, 512) and m.num_classes == 7
@@ -159,7 +160,7 @@ def test_stems_are_separate_and_both_mode_concatenates(resnet18):
 
 def test_channels_last_gives_same_features():
     torch.manual_seed(3)
-    m = build_model("resnet18", pretrained="none").eval()
+    m = model_for_tests("resnet18", pretrained="none").eval()
     x = torch.randn(2, 3, 64, 32)
     with torch.no_grad():
         ref = m(x, "infrared")
@@ -173,7 +174,7 @@ def test_imagenet_weights_from_file_fill_both_stems_and_trunk(tmp_path):
     tv = tv_models.resnet18(weights=None)
     path = tmp_path / "resnet18.pth"
     torch.save(tv.state_dict(), path)
-    m = build_model("resnet18", pretrained="imagenet", weights_path=path)
+    m = model_for_tests("resnet18", pretrained="imagenet", weights_path=path)
     for stem in (m.visible_stem, m.infrared_stem):
         torch.testing.assert_close(stem.conv1.weight, tv.conv1.weight)
         torch.testing.assert_close(stem.bn1.running_var, tv.bn1.running_var)
@@ -182,7 +183,7 @@ def test_imagenet_weights_from_file_fill_both_stems_and_trunk(tmp_path):
     # A ResNet-50 file for a ResNet-18 model is refused, naming the file.
     torch.save(tv_models.resnet50(weights=None).state_dict(), tmp_path / "r50.pth")
     with pytest.raises(CheckpointError, match="r50.pth"):
-        build_model("resnet18", pretrained="imagenet", weights_path=tmp_path / "r50.pth")
+        model_for_tests("resnet18", pretrained="imagenet", weights_path=tmp_path / "r50.pth")
 
 
 def test_imagenet_download_failure_says_where_to_put_weights(monkeypatch):
@@ -191,13 +192,13 @@ def test_imagenet_download_failure_says_where_to_put_weights(monkeypatch):
 
     monkeypatch.setattr(type(tv_models.ResNet18_Weights.IMAGENET1K_V1), "get_state_dict", offline)
     with pytest.raises(VireidError, match="model.weights_path"):
-        build_model("resnet18", pretrained="imagenet")
+        model_for_tests("resnet18", pretrained="imagenet")
 
 
 def test_own_checkpoint_round_trip_with_other_classifier(tmp_path, resnet18):
     path = tmp_path / "ckpt.pt"
     torch.save({"model": resnet18.state_dict(), "epoch": 3}, path)
-    m = build_model("resnet18", pretrained="synthetic", weights_path=path, num_classes=9)
+    m = model_for_tests("resnet18", pretrained="synthetic", weights_path=path, num_classes=9)
     assert m.classifier.weight.shape == (9, 512)                     # fresh head, other class count
     own = resnet18.state_dict()
     for key, value in m.state_dict().items():
@@ -207,18 +208,18 @@ def test_own_checkpoint_round_trip_with_other_classifier(tmp_path, resnet18):
     broken = {k: v for k, v in own.items() if not k.startswith("layer4.1.")}
     torch.save(broken, tmp_path / "broken.pt")
     with pytest.raises(CheckpointError, match="missing .*layer4.1"):
-        build_model("resnet18", pretrained="synthetic", weights_path=tmp_path / "broken.pt")
+        model_for_tests("resnet18", pretrained="synthetic", weights_path=tmp_path / "broken.pt")
     with pytest.raises(ConfigError, match="model.weights_path"):
-        build_model("resnet18", pretrained="synthetic")
+        model_for_tests("resnet18", pretrained="synthetic")
     with pytest.raises(CheckpointError, match="does not exist"):
-        build_model("resnet18", pretrained="synthetic", weights_path=tmp_path / "nope.pt")
+        model_for_tests("resnet18", pretrained="synthetic", weights_path=tmp_path / "nope.pt")
 
 
 def test_bad_settings_raise_config_errors():
     with pytest.raises(ConfigError, match="model.arch"):
-        build_model("resnet34", pretrained="none")
+        model_for_tests("resnet34", pretrained="none")
     with pytest.raises(ConfigError, match="model.nonlocal_channels"):
-        build_model("resnet18", pretrained="none", nonlocal_channels="quarter")
+        model_for_tests("resnet18", pretrained="none", nonlocal_channels="quarter")
 
 
 def test_bias_of_bn_neck_stays_zero_after_a_step(resnet18):

@@ -169,5 +169,5 @@ def test_no_clusters_ends_with_a_warning_and_the_current_models_metrics(workspac
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     log = (out / "log.txt").read_text()
-    assert "WARNING" in log and "cluster.eps" in log and "Skipping the SCA stage" in log
+    assert "WARNING" in log and "cluster.eps" in log and "cluster.min_samples" in log and "stages are skipped" in log
     assert set(json.loads((out / "final_metrics.json").read_text())) == set(PROTOCOLS)

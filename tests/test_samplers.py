@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vireid.data.samplers import ClusterSampler, IdentitySampler, WarmupSampler
+from vireid.data.samplers import ClusterSampler, IdentitySampler, pk_batches, warmup_batches
 from vireid.errors import VireidError
 
 
@@ -145,16 +145,36 @@ def test_identity_sampler_ranks_split_identities():
     assert [v.tolist() for v, _ in s] != first
 
 
-def test_warmup_sampler_visits_every_labelled_sample_once_per_epoch():
+def test_warmup_batches_visit_every_labelled_sample_of_the_larger_modality_once():
     lv, lr = toy_identities()
-    sampler = WarmupSampler(lv, lr, batch_size=8, seed=0)
-    batches = list(sampler)
-    assert len(batches) == int(np.ceil(((lv >= 0).sum() + (lr >= 0).sum()) / 8))
+    batches = list(warmup_batches(lv, lr, 8, np.random.default_rng(0)))
+    big, small = ((lv, lr) if (lv >= 0).sum() >= (lr >= 0).sum() else (lr, lv))
+    assert len(batches) == int(np.ceil((big >= 0).sum() / 8))
     vis = np.concatenate([b[0] for b in batches])
     ir = np.concatenate([b[1] for b in batches])
-    np.testing.assert_array_equal(np.sort(vis), np.flatnonzero(lv >= 0))
-    np.testing.assert_array_equal(np.sort(ir), np.flatnonzero(lr >= 0))
-    ranks = [list(WarmupSampler(lv, lr, batch_size=8, seed=0, rank=r, world_size=3)) for r in range(3)]
+    first = vis if big is lv else ir
+    other = ir if big is lv else vis
+    np.testing.assert_array_equal(np.sort(first[: (big >= 0).sum()]), np.flatnonzero(big >= 0))
+    assert set(other.tolist()) == set(np.flatnonzero(small >= 0).tolist())  # cycled, every sample seen
+    ranks = [list(warmup_batches(lv, lr, 8, np.random.default_rng(0), rank=r, world_size=2)) for r in range(2)]
     for i, (v, r) in enumerate(batches):
-        np.testing.assert_array_equal(np.concatenate([ranks[k][i][0] for k in range(3)]), v)
-        np.testing.assert_array_equal(np.concatenate([ranks[k][i][1] for k in range(3)]), r)
+        np.testing.assert_array_equal(np.concatenate([ranks[k][i][0] for k in range(2)]), v)
+        np.testing.assert_array_equal(np.concatenate([ranks[k][i][1] for k in range(2)]), r)
+
+
+@pytest.mark.parametrize("counts", [[5, 4, 9, 2, 6, 4, 7, 3], [4] * 8])
+def test_pk_batches_take_every_identity_once_with_its_own_rows(counts):
+    labels = np.repeat(np.arange(len(counts)), counts)
+    labels = labels[np.random.default_rng(1).permutation(len(labels))]
+    batches = pk_batches(labels, ids_per_batch=2, per_id=4, rng=np.random.default_rng(0))
+    assert len(batches) == len(counts) // 2
+    ids_seen = []
+    for rows in batches:
+        assert rows.shape == (8,)
+        for group in rows.reshape(2, 4):
+            pid = labels[group[0]]
+            assert (labels[group] == pid).all()
+            if counts[pid] >= 4:
+                assert len(set(group.tolist())) == 4  # no repeats when the identity has enough rows
+            ids_seen.append(int(pid))
+    assert sorted(ids_seen) == list(range(len(counts)))

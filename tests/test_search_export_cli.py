@@ -17,10 +17,11 @@ from vireid.cli import main
 from vireid.config import config_to_dict, load_config
 from vireid.data.synthetic import generate_synthetic
 from vireid.engine.checkpoint import save_checkpoint
-from vireid.engine.extract import normalize_images
-from vireid.inference import Embedder, model_from_checkpoint
-from vireid.models import build_model
-from vireid.search_command import find_images
+from vireid.data.transforms import normalize_images
+from vireid.inference import Embedder
+from vireid.models import load_model
+from model_helpers import model_for_tests
+from vireid.gallery_search import find_images
 
 
 @pytest.fixture(autouse=True)
@@ -31,7 +32,7 @@ def _private_cache(monkeypatch, tmp_path):
 def _save_tiny_checkpoint(path: Path, seed: int) -> Path:
     cfg = load_config("smoke")
     torch.manual_seed(seed)
-    model = build_model("resnet18", pretrained="none")
+    model = model_for_tests("resnet18", pretrained="none")
     with torch.no_grad():  # both stems start as copies; make the infrared one differ, as after training
         model.infrared_stem.conv1.weight.add_(0.05 * torch.randn_like(model.infrared_stem.conv1.weight))
     return save_checkpoint(path, model=model, stage="done", epoch=0, config=config_to_dict(cfg))
@@ -200,7 +201,7 @@ def test_export_onnx_infrared_matches_the_infrared_stream(checkpoint, tmp_path, 
     diff = float(re.search(r"max \|onnxruntime - torch\| = ([0-9.e+-]+)", printed).group(1))
     assert diff < 1e-4
 
-    model, _ = model_from_checkpoint(checkpoint)
+    model, _ = load_model(checkpoint)
     images = torch.rand(2, 3, 64, 32, generator=torch.Generator().manual_seed(3))
     x = normalize_images(images)
     with torch.no_grad():

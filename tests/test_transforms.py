@@ -10,9 +10,9 @@ from vireid.data.transforms import (
     ChannelAdapGray,
     ChannelExchange,
     ChannelRandomErasing,
-    build_test_transform,
     build_train_transforms,
-    normalize_batch,
+    normalize_images,
+    to_normalized_tensor,
 )
 
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -185,17 +185,19 @@ def test_train_transforms_repeat_under_manual_seed():
     assert torch.equal(first, tg.infrared(img))
 
 
-def test_test_transform_and_batched_normalisation_agree_with_hand_formula():
+def test_single_and_batched_normalisation_agree_with_hand_formula():
     rng = np.random.default_rng(3)
     imgs = rng.integers(0, 256, size=(4, 12, 6, 3), dtype=np.uint8)
-    tt = build_test_transform(12, 6)
     for img in imgs:
-        torch.testing.assert_close(tt(img), normalise_by_hand(img), rtol=0, atol=1e-5)
-    batch = normalize_batch(torch.from_numpy(imgs))
+        torch.testing.assert_close(to_normalized_tensor(img), normalise_by_hand(img), rtol=0, atol=1e-5)
+    batch = normalize_images(torch.from_numpy(imgs))
     assert batch.shape == (4, 3, 12, 6) and batch.dtype == torch.float32
     torch.testing.assert_close(batch, torch.stack([normalise_by_hand(i) for i in imgs]), rtol=0, atol=1e-5)
-    # A differently sized image is resized to the model input size.
-    assert tt(rng.integers(0, 256, size=(24, 12, 3), dtype=np.uint8)).shape == (3, 12, 6)
+    # float images in [0, 1] (B, 3, H, W) take the same normalisation, and the input is left as it was
+    floats = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0
+    before = floats.clone()
+    torch.testing.assert_close(normalize_images(floats), batch, rtol=0, atol=1e-5)
+    assert torch.equal(floats, before)
 
 
 @pytest.mark.parametrize("cls", [ChannelExchange, ChannelAdapGray, ChannelRandomErasing])
@@ -205,29 +207,22 @@ def test_channel_ops_are_modules_usable_in_sequential(cls):
 
 
 def test_make_batch_and_seeded_loader_give_the_same_tensors_with_or_without_workers():
-    from vireid.data.loaders import BatchLoader, PairedBatch, ViewBatch, make_batch
+    from vireid.data.loaders import BatchLoader, TrainingViews, make_batch
 
     rng = np.random.default_rng(4)
     vis = rng.integers(0, 256, size=(10, 16, 8, 3), dtype=np.uint8)
     ir = rng.integers(0, 256, size=(6, 16, 8, 3), dtype=np.uint8)
-    tt = build_test_transform(16, 8)
-    batch = make_batch(vis, [3, 1, 3], tt)
+    batch = make_batch(vis, [3, 1, 3], to_normalized_tensor)
     torch.testing.assert_close(batch, torch.stack([normalise_by_hand(vis[i]) for i in (3, 1, 3)]), rtol=0, atol=1e-5)
 
-    t = build_train_transforms(16, 8)
-    build = PairedBatch(ViewBatch(vis, (t.visible, t.visible_exchange)), ViewBatch(ir, (t.infrared,)))
+    build = TrainingViews(vis, ir, build_train_transforms(16, 8))
     sampler = [(np.array([0, 2]), np.array([1, 5])), (np.array([7, 9]), np.array([0, 3]))]
-    runs = []
-    for workers in (0, 2):
-        loader = BatchLoader(sampler, build, num_workers=workers, seed=11)
-        loader.set_epoch(1)
-        runs.append(list(loader))
-    for (v0, r0), (v1, r1) in zip(*runs):
-        assert v0[1].shape == (2, 3, 16, 8) and r0[1].shape == (2, 3, 16, 8)
-        assert all(torch.equal(a, b) for a, b in zip(v0 + r0, v1 + r1))
-    assert runs[0][0][0][0].tolist() == [0, 2]
-    loader.set_epoch(2)
-    assert not torch.equal(list(loader)[0][0][1], runs[1][0][0][1])     # new epoch, new augmentation
+    runs = [list(BatchLoader(sampler, build, num_workers=workers, seed=11)) for workers in (0, 2)]
+    for a, b in zip(*runs):
+        assert a[0].shape == (2, 3, 16, 8) and a[2].shape == (2, 3, 16, 8)
+        assert all(torch.equal(x, y) for x, y in zip(a, b))
+    other_seed = list(BatchLoader(sampler, build, seed=12))
+    assert not torch.equal(other_seed[0][0], runs[0][0][0])     # another seed, another augmentation
 
 
 def test_training_views_build_the_three_views_of_each_step_the_same_with_workers():

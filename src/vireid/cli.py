@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from vireid import __version__
+from vireid.data.registry import dataset_names
 from vireid.errors import VireidError
-
-DATASETS = ("sysu", "regdb", "llcm")
 
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
@@ -29,7 +28,7 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None, help="default: auto (CUDA when present)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
     p.add_argument("--profile", choices=("paper", "reference"), default=None,
-                   help="paper (default) or the reference code's choices (METHOD §6)")
+                   help="paper (default) or the released code's choices (docs/method.md §6)")
     p.add_argument("--stages", default=None, help="comma-separated subset of cmc,mmlm,sca (default: all)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. cmc.phase1_epochs=10 sca.lambda_inter=0.1")
@@ -55,6 +54,7 @@ def _training_config(args: argparse.Namespace, default_preset: str | None):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    import vireid.demo  # noqa: F401 - registers the `synthetic` start weights of the demo preset
     from vireid.engine.pipeline import train
 
     cfg = _training_config(args, default_preset=args.dataset)
@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from vireid.engine.demo import run_demo
+    from vireid.demo.command import run_demo
 
     cfg = _training_config(args, default_preset="demo")
     run_demo(cfg, data_dir=args.data, resume=args.resume)
@@ -100,10 +100,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.features:
         from vireid.evaluation.feature_file import evaluate_feature_file
 
-        results = {args.protocol: evaluate_feature_file(args.features, args.protocol)}
+        from vireid.data.registry import reader_class
+
+        results = {args.protocol: evaluate_feature_file(args.features, reader_class(args.protocol).metric_protocol)}
     else:
         if not (args.dataset and args.data_root):
-            raise VireidError("--checkpoint needs --dataset sysu|regdb|llcm and --data-root DIR")
+            raise VireidError(f"--checkpoint needs --dataset {'|'.join(dataset_names())} and --data-root DIR")
         from vireid.engine.evaluate import evaluate_checkpoint
 
         results = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, trial=args.trial,
@@ -121,11 +123,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_match(args: argparse.Namespace) -> int:
-    from vireid.engine.mmlm import match_command
+    from vireid.engine.rematch import recompute_matching
 
     if bool(args.run) == bool(args.features):
         raise VireidError("give exactly one of --run RUN_DIR or --features FILE.npz")
-    print(match_command(run_dir=args.run, features=args.features, n_memories=args.n_memories,
+    print(recompute_matching(run_dir=args.run, features=args.features, n_memories=args.n_memories,
                         assignment=args.assignment, device=args.device))
     return 0
 
@@ -140,9 +142,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from vireid.search_command import search_command
+    from vireid.gallery_search import search_gallery
 
-    search_command(args.checkpoint, args.query, args.query_modality, args.gallery, args.gallery_modality,
+    search_gallery(args.checkpoint, args.query, args.query_modality, args.gallery, args.gallery_modality,
                    topk=args.topk, out=args.out, device=args.device)
     return 0
 
@@ -177,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train CMC -> MMLM -> SCA on a dataset and evaluate")
-    p.add_argument("--dataset", choices=DATASETS, default=None)
+    p.add_argument("--dataset", choices=dataset_names(), default=None)
     p.add_argument("--data-root", default=None, metavar="DIR")
     _add_training_flags(p)
     p.set_defaults(func=cmd_train)
@@ -185,10 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="evaluate saved features or a checkpoint with the standard protocols")
     p.add_argument("--features", default=None, metavar="FILE.npz",
                    help="arrays query_/gallery_ features, pids, camids (cosine distance)")
-    p.add_argument("--protocol", choices=("sysu", "regdb", "llcm"), default="sysu",
-                   help="ranking rules for --features")
+    p.add_argument("--protocol", choices=dataset_names(), default="sysu",
+                   help="the dataset whose ranking rules apply to --features")
     p.add_argument("--checkpoint", default=None, metavar="CKPT")
-    p.add_argument("--dataset", choices=DATASETS, default=None)
+    p.add_argument("--dataset", choices=dataset_names(), default=None)
     p.add_argument("--data-root", default=None, metavar="DIR")
     p.add_argument("--trial", type=int, default=None, help="RegDB split (default: the checkpoint's)")
     p.add_argument("--trials", type=int, default=10, help="gallery draws for SYSU-MM01 / LLCM")
@@ -199,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("info", help="print a dataset's statistics")
-    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument("--dataset", choices=dataset_names(), required=True)
     p.add_argument("--data-root", required=True, metavar="DIR")
     p.add_argument("--trial", type=int, default=1, help="RegDB split")
     p.set_defaults(func=cmd_info)

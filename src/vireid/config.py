@@ -25,14 +25,16 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
+from vireid.data.registry import dataset_names
 from vireid.errors import ConfigError
+from vireid.fileio import atomic_write
 
 
 @dataclass
 class DataConfig:
     """Which dataset, where it lives, and how images are sized and cached."""
 
-    dataset: str = "sysu"  # sysu | regdb | llcm
+    dataset: str = "sysu"  # a registered dataset: sysu | regdb | llcm (vireid.data.registry.READERS)
     root: str = ""  # dataset root folder (the raw layout of METHOD §2)
     trial: int = 1  # RegDB train/test split 1..10
     height: int = 288
@@ -167,7 +169,6 @@ class Config:
 # Allowed values of the choice fields, keyed by dotted name.
 CHOICES: dict[str, tuple[str, ...]] = {
     "profile": ("paper", "reference"),
-    "data.dataset": ("sysu", "regdb", "llcm"),
     "model.arch": ("resnet50", "resnet18"),
     "model.pretrained": ("imagenet", "synthetic", "none"),
     "model.nonlocal_channels": ("reference", "half"),
@@ -317,6 +318,9 @@ def _get(cfg: Config, key: str) -> Any:
 
 def validate(cfg: Config) -> Config:
     """Check choice fields and ranges; ConfigError names the key, the value and what is allowed."""
+    datasets = dataset_names()
+    if cfg.data.dataset not in datasets:
+        raise ConfigError(f"config key 'data.dataset': got {cfg.data.dataset!r}, expected one of {'|'.join(datasets)}")
     for key, allowed in CHOICES.items():
         value = _get(cfg, key)
         if value not in allowed:
@@ -426,12 +430,7 @@ def config_from_dict(tree: Mapping[str, Any]) -> Config:
 
 def save_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML (atomic: temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def resolve_cache_dir(cfg: Config) -> Path:

@@ -1,7 +1,7 @@
 """ONNX export of one modality's embedding network, checked against PyTorch in onnxruntime.
 
 The exported graph takes ImageNet-normalised float32 images (B, 3, H, W) — the same input as
-`vireid.engine.extract.normalize_images` produces — and returns L2-normalised features (B, D).
+`vireid.data.transforms.normalize_images` produces — and returns L2-normalised features (B, D).
 The batch axis is dynamic. One file per modality, since each has its own stem.
 """
 
@@ -18,6 +18,7 @@ from torch import nn
 
 from vireid.data.records import MODALITIES
 from vireid.errors import VireidError
+from vireid.models.factory import load_model
 
 
 class _OneModality(nn.Module):
@@ -55,9 +56,7 @@ def export_onnx(
         if height is None or width is None:
             raise VireidError("export_onnx of a model object needs height and width")
     else:
-        from vireid.inference import model_from_checkpoint
-
-        model, cfg = model_from_checkpoint(checkpoint_or_model)
+        model, cfg = load_model(checkpoint_or_model)
         height = height or cfg.data.height
         width = width or cfg.data.width
     wrapper = _OneModality(model, modality).eval()

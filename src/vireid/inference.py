@@ -17,36 +17,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from vireid.config import Config, config_from_dict
+from vireid.config import Config
 from vireid.data.records import MODALITIES
-from vireid.engine.checkpoint import load_checkpoint
+from vireid.data.transforms import normalize_images
 from vireid.engine.device import autocast, select_device
-from vireid.engine.extract import normalize_images
-from vireid.errors import CheckpointError, ConfigError, ImageReadError, VireidError
+from vireid.errors import ImageReadError, VireidError
+from vireid.models.factory import load_model
 
 ImageLike = Any  # str | Path | PIL.Image.Image | np.ndarray (H, W[, 3]) uint8 | torch.Tensor (3, H, W) in [0, 1]
-
-
-def model_from_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
-    """Rebuild the model a checkpoint was trained as (from its stored config) and load its weights."""
-    from vireid.models import build_model
-
-    ckpt = load_checkpoint(path, map_location=map_location)
-    try:
-        cfg = config_from_dict(ckpt.get("config") or {})
-    except ConfigError as err:
-        raise CheckpointError(f"checkpoint {path}: its stored config is not valid here ({err})") from None
-    state = ckpt["model"]
-    num_classes = int(state["classifier.weight"].shape[0]) if "classifier.weight" in state else 0
-    model = build_model(arch=cfg.model.arch, pretrained="none", nonlocal_blocks=cfg.model.nonlocal_blocks,
-                        nonlocal_channels=cfg.model.nonlocal_channels, last_stride=cfg.model.last_stride,
-                        gem_p=cfg.model.gem_p, num_classes=num_classes)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path}: weights do not fit a {cfg.model.arch} built from its "
-                              f"stored config ({str(err).splitlines()[0]})") from None
-    return model.eval(), cfg
 
 
 def _as_float_chw(item: ImageLike, height: int, width: int) -> torch.Tensor:
@@ -109,7 +87,7 @@ class Embedder:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto") -> "Embedder":
         """Load a vireid checkpoint; size and model come from the config stored inside it."""
-        model, cfg = model_from_checkpoint(path)
+        model, cfg = load_model(path)
         embedder = cls(model, cfg.data.height, cfg.data.width, device=device, amp=cfg.model.amp,
                        channels_last=cfg.model.channels_last)
         embedder.config = cfg

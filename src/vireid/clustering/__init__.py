@@ -15,5 +15,9 @@ __getattr__, __dir__ = lazy_exports(
         "kmeans_submemories": ".memories",
         "multi_memory_match": ".matching",
         "MatchResult": ".matching",
+        "cluster_majority": ".quality",
+        "modality_presence": ".quality",
+        "majority_agreement": ".quality",
+        "shared_label_ari": ".quality",
     },
 )

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from sklearn.metrics import adjusted_rand_score
 
 from vireid.clustering.memories import kmeans_submemories
+from vireid.clustering.quality import majority_agreement
 from vireid.errors import ConfigError, VireidError
 
 __all__ = ["MatchResult", "multi_memory_match", "memory_match_cost", "assign_clusters"]
@@ -54,8 +56,6 @@ class MatchResult:
         pair_precision: fraction of pairs whose two clusters have the same majority identity;
         num_pairs: M.
         """
-        from sklearn.metrics import adjusted_rand_score
-
         true_v = np.asarray(true_v).reshape(-1)
         true_r = np.asarray(true_r).reshape(-1)
         if true_v.shape != self.labels_v.shape or true_r.shape != self.labels_r.shape:
@@ -68,26 +68,9 @@ class MatchResult:
         all_true = np.concatenate([true_v[keep_v], true_r[keep_r]])
         all_pred = np.concatenate([transferred, self.labels_r[keep_r]])
         ari_all = float(adjusted_rand_score(all_true, all_pred)) if all_true.size else float("nan")
-        _, codes = np.unique(np.concatenate([true_v, true_r]), return_inverse=True)
-        majority_v = _majority(self.labels_v, codes[: true_v.size], self.cost.shape[0])
-        majority_r = _majority(self.labels_r, codes[true_v.size:], self.cost.shape[1])
-        pv, pr = majority_v[self.pairs[:, 0]], majority_r[self.pairs[:, 1]]
-        agree = (pv == pr) & (pv >= 0)
-        precision = float(agree.mean()) if len(self.pairs) else float("nan")
+        precision = majority_agreement(self.labels_v, true_v, self.labels_r, true_r, self.pairs)
         return {"ari_transferred": ari_transferred, "ari_all": ari_all,
                 "pair_precision": precision, "num_pairs": int(len(self.pairs))}
-
-
-def _majority(labels: np.ndarray, codes: np.ndarray, num_clusters: int) -> np.ndarray:
-    """Most frequent true-id code of each cluster, (C,); -1 for a cluster without samples."""
-    from scipy.sparse import coo_matrix
-
-    keep = labels >= 0
-    table = coo_matrix((np.ones(int(keep.sum())), (labels[keep], codes[keep])),
-                       shape=(num_clusters, int(codes.max(initial=0)) + 1)).tocsr()
-    majority = np.asarray(table.argmax(axis=1)).reshape(-1).astype(np.int64)
-    majority[np.asarray(table.sum(axis=1)).reshape(-1) == 0] = -1
-    return majority
 
 
 def memory_match_cost(memories_v: torch.Tensor, memories_r: torch.Tensor, sum_over: str = "visible",

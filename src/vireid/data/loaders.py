@@ -22,31 +22,6 @@ def make_batch(images: np.ndarray, indices: Sequence[int] | np.ndarray, transfor
     return torch.stack([transform(images[int(i)]) for i in indices])
 
 
-class ViewBatch:
-    """One batch of one modality in several views: indices -> (index tensor (B,), view_1, ..., view_V).
-
-    E.g. `ViewBatch(visible_images, (t.visible, t.visible_exchange))` for the CMC visible batch.
-    """
-
-    def __init__(self, images: np.ndarray, transforms: Sequence[Transform]) -> None:
-        self.images = images
-        self.transforms = tuple(transforms)
-
-    def __call__(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, ...]:
-        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return (index,) + tuple(make_batch(self.images, indices, t) for t in self.transforms)
-
-
-class PairedBatch:
-    """A (visible_indices, infrared_indices) batch -> (visible ViewBatch output, infrared ViewBatch output)."""
-
-    def __init__(self, visible: ViewBatch, infrared: ViewBatch) -> None:
-        self.visible, self.infrared = visible, infrared
-
-    def __call__(self, batch: tuple[np.ndarray, np.ndarray]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        return self.visible(batch[0]), self.infrared(batch[1])
-
-
 class TrainingViews:
     """A training step's (visible_indices, infrared_indices) -> (visible, visible + ChannelExchange,
     infrared + ChannelAdapGray) image batches, the three views every MMM stage trains on.
@@ -75,15 +50,15 @@ def _as_built(batch: Any) -> Any:
     return batch
 
 
-def _batch_seed(seed: int, epoch: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+def _batch_seed(seed: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, 0, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-class _Batches(Dataset):
-    """Batch i of an epoch; with a seed, built under its own torch seed (same tensors for any num_workers)."""
+class _SeededBatches(Dataset):
+    """Batch i of a list; with a seed, built under its own torch seed (same tensors for any num_workers)."""
 
-    def __init__(self, batches: list[Any], build_batch: Callable[[Any], Any], seed: int | None, epoch: int) -> None:
-        self.batches, self.build_batch, self.seed, self.epoch = batches, build_batch, seed, epoch
+    def __init__(self, batches: list[Any], build_batch: Callable[[Any], Any], seed: int | None) -> None:
+        self.batches, self.build_batch, self.seed = batches, build_batch, seed
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -92,7 +67,7 @@ class _Batches(Dataset):
         if self.seed is None:
             return self.build_batch(self.batches[i])
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_batch_seed(self.seed, self.epoch, i))
+            torch.manual_seed(_batch_seed(self.seed, i))
             return self.build_batch(self.batches[i])
 
 
@@ -120,19 +95,12 @@ class BatchLoader:
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Set the epoch of this loader's augmentation seeds and of the sampler."""
-        self.epoch = epoch
-        if hasattr(self.batch_sampler, "set_epoch"):
-            self.batch_sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
         return len(self.batch_sampler)  # type: ignore[arg-type]
 
     def __iter__(self) -> Iterator[Any]:
-        batches = _Batches(list(self.batch_sampler), self.build_batch, self.seed, self.epoch)
+        batches = _SeededBatches(list(self.batch_sampler), self.build_batch, self.seed)
         if self.num_workers <= 0:
             for i in range(len(batches)):
                 yield batches[i]

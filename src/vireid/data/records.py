@@ -20,7 +20,3 @@ class Sample:
     pid: int
     camid: int
     modality: str
-
-    @property
-    def is_visible(self) -> bool:
-        return self.modality == VISIBLE

@@ -230,41 +230,61 @@ class IdentitySampler:
             yield v[part], r[part]
 
 
-class WarmupSampler:
-    """SCA warm-up batches that visit every non-outlier sample of both modalities once per epoch.
+def warmup_batches(labels_visible: np.ndarray, labels_infrared: np.ndarray, batch_size: int,
+                   rng: np.random.Generator, rank: int = 0, world_size: int = 1
+                   ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """SCA warm-up batches: every non-outlier sample of the larger modality once per epoch.
 
-    Each modality's non-outlier samples are shuffled and split into the same number of batches,
-    ceil((n_visible + n_infrared) / batch_size), so each batch mixes the modalities in proportion
-    (sizes differ by at most one). Yields `(visible_indices, infrared_indices)` like
-    IdentitySampler; with world_size > 1 each rank keeps its contiguous part of both.
+    Both modalities are shuffled; batch b pairs `batch_size` visible with `batch_size` infrared
+    samples, the shorter list being cycled. Yields `(visible_indices, infrared_indices)`; with
+    world_size > 1 each rank keeps its contiguous batch_size // world_size of both.
     """
+    _check_rank(rank, world_size)
+    rows_v = rng.permutation(np.flatnonzero(np.asarray(labels_visible) >= 0))
+    rows_r = rng.permutation(np.flatnonzero(np.asarray(labels_infrared) >= 0))
+    n = max(1, -(-max(len(rows_v), len(rows_r)) // batch_size))
+    take_v = np.resize(rows_v, n * batch_size).reshape(n, batch_size)
+    take_r = np.resize(rows_r, n * batch_size).reshape(n, batch_size)
+    share = _rank_share(batch_size, rank, world_size)
+    for b in range(n):
+        yield take_v[b, share], take_r[b, share]
 
-    def __init__(
-        self,
-        labels_visible: np.ndarray,
-        labels_infrared: np.ndarray,
-        batch_size: int = 64,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        _check_rank(rank, world_size)
-        self.visible = np.flatnonzero(np.asarray(labels_visible) >= 0)
-        self.infrared = np.flatnonzero(np.asarray(labels_infrared) >= 0)
-        total = len(self.visible) + len(self.infrared)
-        self.num_batches = max(1, -(-total // batch_size))
-        self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+def pk_batches(labels: np.ndarray, ids_per_batch: int, per_id: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of P×K batches over labelled data: every identity once, `per_id` of its rows
+    (with replacement only when it has fewer). Returns row-index arrays of length ids_per_batch·per_id;
+    identities left over after the last full batch are dropped."""
+    num_ids = int(labels.max() + 1)
+    order = np.argsort(labels, kind="stable")
+    starts = np.r_[0, np.cumsum(np.bincount(labels, minlength=num_ids))]
+    counts = np.diff(starts)
+    ids = rng.permutation(num_ids)
+    # K random positions per id: a random permutation's first K ranks when the id has >= K rows
+    keys = rng.random((num_ids, counts.max()))
+    keys[np.arange(counts.max())[None, :] >= counts[:, None]] = np.inf
+    pick = np.argsort(keys, axis=1)[:, :per_id]
+    short = counts < per_id
+    pick[short] = (rng.random((int(short.sum()), per_id)) * counts[short, None]).astype(np.int64)
+    rows = order[starts[:-1, None] + pick]  # (P_all, K)
+    full = len(ids) // ids_per_batch
+    return [rows[ids[b * ids_per_batch:(b + 1) * ids_per_batch]].reshape(-1) for b in range(full)]
 
-    def __len__(self) -> int:
-        return self.num_batches
 
-    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        rng = np.random.default_rng([self.seed, self.epoch, 1])
-        vis = np.array_split(rng.permutation(self.visible), self.num_batches)
-        ir = np.array_split(rng.permutation(self.infrared), self.num_batches)
-        for v, r in zip(vis, ir):
-            yield (np.array_split(v, self.world_size)[self.rank], np.array_split(r, self.world_size)[self.rank])
+class EndlessBatches:
+    """Batches of a sampler without end: when one pass is exhausted, the next epoch's pass starts
+    (`set_epoch(epoch + 1)`), so CMC can draw a fixed number of iterations from any cluster count."""
+
+    def __init__(self, sampler: "ClusterSampler") -> None:
+        self.sampler, self.epoch, self.it = sampler, 0, iter(sampler)
+
+    def __iter__(self) -> "EndlessBatches":
+        return self
+
+    def __next__(self) -> list[int]:
+        try:
+            return next(self.it)
+        except StopIteration:
+            self.epoch += 1
+            self.sampler.set_epoch(self.epoch)
+            self.it = iter(self.sampler)
+            return next(self.it)

@@ -25,8 +25,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 ERASE_FILL = (0.4914, 0.4822, 0.4465)
 LUMINANCE = (0.2989, 0.5870, 0.1140)
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -122,24 +120,40 @@ def resize_uint8(img: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((width, height), Image.Resampling.LANCZOS))
 
 
+def imagenet_normalize(x: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] with channels at dim -3, (…, 3, H, W) -> ImageNet-normalised, in place.
+
+    The one ImageNet normalisation of the project: training views, feature extraction, inference
+    and ONNX inputs all go through it, so they can never disagree.
+    """
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return x.sub_(mean).div_(std)
+
+
+def imagenet_denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `imagenet_normalize` (a new tensor): normalised (…, 3, H, W) -> [0, 1] scale."""
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return x * std + mean
+
+
 def to_normalized_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 (H, W, 3) -> ImageNet-normalised float32 (3, H, W)."""
     if not (img.flags.writeable and img.flags.c_contiguous):
         img = np.array(img)                          # PIL / read-only cache rows: torch wants writable
-    x = torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0)
-    return x.sub_(_MEAN).div_(_STD)
+    return imagenet_normalize(torch.from_numpy(img).permute(2, 0, 1).float().div_(255.0))
 
 
-def normalize_batch(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) on any device -> ImageNet-normalised float32 (B, 3, H, W) on that device.
+def normalize_images(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) or float [0, 1] (B, 3, H, W) -> ImageNet-normalised float32 (B, 3, H, W).
 
-    The fast path of feature extraction: one fused op over the batch instead of per-image
-    transforms. The result is channels_last in memory (a permuted view); call `.contiguous()` if a
-    consumer needs NCHW strides.
+    Runs on the batch's device, so uint8 bytes cross to a GPU before they become floats. A uint8
+    input gives a channels_last view (call `.contiguous()` if a consumer needs NCHW strides).
     """
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
-    return images.permute(0, 3, 1, 2).float().div_(255.0).sub_(mean).div_(std)
+    if batch.dtype == torch.uint8:
+        return imagenet_normalize(batch.permute(0, 3, 1, 2).float().div_(255.0))
+    return imagenet_normalize(batch.float().clone())
 
 
 class RandomPadCropFlip:
@@ -186,6 +200,14 @@ class TrainTransforms:
     infrared: TrainTransform
 
 
+def paper_pad(height: int) -> int:
+    """Padding before the random crop: the paper's 10 pixels at 288 rows, scaled to other heights.
+
+    At the demo's small sizes a fixed 10 pixels would shift a 64×32 person by a third of its width.
+    """
+    return max(1, round(10 * height / 288))
+
+
 def build_train_transforms(
     height: int,
     width: int,
@@ -209,20 +231,3 @@ def build_train_transforms(
         visible_exchange=view(ChannelExchange(exchange_gray, generator)),
         infrared=view(ChannelAdapGray(adapgray_probability, generator)),
     )
-
-
-class TestTransform:
-    """uint8 (H, W, 3) -> normalised float (3, height, width); resizes (Lanczos) only if needed."""
-
-    __test__ = False  # not a pytest class
-
-    def __init__(self, height: int, width: int) -> None:
-        self.height, self.width = height, width
-
-    def __call__(self, img: np.ndarray) -> torch.Tensor:
-        return to_normalized_tensor(resize_uint8(img, self.height, self.width))
-
-
-def build_test_transform(height: int, width: int) -> TestTransform:
-    """Deterministic test-time transform (no augmentation)."""
-    return TestTransform(height, width)

@@ -1,12 +1,10 @@
-"""Checkpoints that resume bit-identically: weights, optimiser, memories and every RNG state.
-
-Everything is stored as tensors and plain Python types so `torch.load(weights_only=True)` can read
-it: loading a checkpoint never runs code from the file.
+"""Resumable checkpoints: weights, optimiser, scheduler and every RNG state, so a resumed run repeats
+an uninterrupted one bit for bit in deterministic mode. The file format and its reader live in
+`vireid.models.checkpoint`; this module adds what resuming needs.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from pathlib import Path
@@ -16,22 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.errors import CheckpointError
+from vireid import __version__
+from vireid.models.checkpoint import LATEST, read_checkpoint, write_checkpoint
+from vireid.models.factory import unwrap_model
 
-FORMAT = "vireid-checkpoint"
-FORMAT_VERSION = 1
-LATEST = "latest.txt"  # names the newest checkpoint of a folder
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare model inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
-    while True:
-        if hasattr(model, "module") and isinstance(model.module, nn.Module):
-            model = model.module
-        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
-            model = model._orig_mod
-        else:
-            return model
+load_checkpoint = read_checkpoint  # the one reader: every bad file is a CheckpointError
 
 
 def rng_state() -> dict[str, Any]:
@@ -84,69 +71,28 @@ def save_checkpoint(
     *,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    memories: Mapping[str, torch.Tensor] | None = None,
     stage: str,
     epoch: int,
-    iteration: int = 0,
     config: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint atomically (temp file + rename) and record it as its folder's latest.
+    """Write a checkpoint atomically and record it as its folder's latest.
 
-    `epoch`/`iteration` count what is finished: resuming starts at the next one. `memories` are
-    extra tensors that are not module state (cluster memories, prototypes); `extra` holds anything
-    else a stage needs (tensors, numbers, strings, lists, dicts; numpy arrays become tensors).
+    `epoch` counts what is finished: resuming starts at the next one. `extra` holds anything else a
+    stage needs (tensors, numbers, strings, lists, dicts; numpy arrays become tensors).
     """
-    from vireid import __version__
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
         "vireid_version": __version__,
         "saved_at": time.time(),
         "stage": stage,
         "epoch": int(epoch),
-        "iteration": int(iteration),
         "model": _tensors_to_cpu(unwrap_model(model).state_dict()),
         "optimizer": _tensors_to_cpu(optimizer.state_dict()) if optimizer is not None else None,
-        "memories": _tensors_to_cpu(dict(memories)) if memories is not None else {},
         "rng": rng_state(),
         "config": _tensors_to_cpu(dict(config)),
         "extra": _tensors_to_cpu(dict(extra)) if extra is not None else {},
     }
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    marker = path.parent / LATEST
-    marker_tmp = path.parent / f".{LATEST}.{os.getpid()}.tmp"
-    marker_tmp.write_text(path.name + "\n", encoding="utf-8")
-    os.replace(marker_tmp, marker)
-    return path
-
-
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint` (weights_only: no code runs from the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (expected a .pt file written by vireid)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
-                              "it is corrupt, truncated or not a vireid checkpoint") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"checkpoint {path} was not written by vireid (no '{FORMAT}' marker); "
-                              "expected a file from `vireid train`")
-    if payload.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"checkpoint {path} has format version {payload['format_version']}, newer than "
-                              f"this vireid understands ({FORMAT_VERSION}); upgrade vireid")
-    return payload
+    return write_checkpoint(path, payload)
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:

@@ -68,10 +68,3 @@ def autocast(device: torch.device | str, enabled: bool = True) -> ContextManager
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def grad_scaler(device: torch.device | str, enabled: bool = True) -> torch.amp.GradScaler:
-    """A GradScaler that is active only when AMP runs in float16 (bfloat16 needs no scaling)."""
-    device = torch.device(device)
-    active = amp_enabled(device, enabled) and not torch.cuda.is_bf16_supported()
-    return torch.amp.GradScaler(device.type, enabled=active)

@@ -83,19 +83,6 @@ def broadcast_arrays(arrays: list[np.ndarray] | None, count: int) -> list[np.nda
     return box[0]
 
 
-def extract_distributed(model, images: np.ndarray, infrared: np.ndarray, cfg, device, desc: str) -> torch.Tensor:
-    """Clustering features (flip-averaged per `cfg.cluster`) of all rows, each rank doing its share."""
-    from vireid.engine.extract import extract_features
-
-    module = model.module if hasattr(model, "module") else model
-    start, stop = share(len(images))
-    part = extract_features(module, images[start:stop], infrared[start:stop], batch_size=cfg.data.eval_batch_size,
-                            device=device, flip_average=cfg.cluster.flip_average,
-                            renormalize=cfg.cluster.renormalize, amp=cfg.model.amp,
-                            channels_last=cfg.model.channels_last, desc=desc)
-    return gather_rows(part, len(images))
-
-
 def gather_batch(t: torch.Tensor) -> torch.Tensor:
     """Every rank's (equal-sized) batch rows, concatenated in rank order; identity without DDP.
 

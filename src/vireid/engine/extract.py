@@ -1,4 +1,4 @@
-"""Test-mode features of many images: the input of clustering (METHOD §5) and evaluation (§7)."""
+"""Test-mode features of many images: the input of clustering (docs/method.md §5) and evaluation (§7)."""
 
 from __future__ import annotations
 
@@ -11,20 +11,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vireid.data.records import INFRARED, VISIBLE
-from vireid.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+from vireid.data.transforms import normalize_images
 from vireid.engine.device import autocast
-
-
-def normalize_images(batch: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, H, W, 3) or float [0, 1] (B, 3, H, W) -> ImageNet-normalised float (B, 3, H, W).
-
-    Runs on the batch's device, so the uint8 bytes cross to the GPU before they become floats.
-    """
-    if batch.dtype == torch.uint8:
-        return normalize_batch(batch)
-    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
-    return (batch.float() - mean) / std
 
 
 def _take(images: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -66,7 +54,7 @@ def extract_features(
 
     `images` is uint8 (N, H, W, 3) (an image-cache memmap is fine), `infrared` bool (N,).
     `device` defaults to where the model is. With `flip_average` a row is ½(f(x) + f(flip x)),
-    re-normalised when `renormalize` (the reference keeps the shorter average, METHOD §5).
+    re-normalised when `renormalize` (the reference keeps the shorter average, docs/method.md §5).
     AMP and channels_last apply on CUDA only. The model's train/eval mode is restored afterwards.
     """
     infrared = np.asarray(infrared, dtype=bool)

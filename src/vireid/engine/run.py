@@ -1,6 +1,6 @@
 """The run folder: resolved config, human log, machine-readable metrics, TensorBoard, artefacts.
 
-Layout (DESIGN "Conventions")::
+Layout::
 
     <run>/config.yaml      the resolved config this run started with
     <run>/log.txt          Python logging of the `vireid` logger (file: everything; console: INFO)
@@ -19,7 +19,6 @@ import json
 import logging
 import math
 import numbers
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ import yaml
 
 from vireid.config import Config, config_to_dict, save_config
 from vireid.errors import VireidError
+from vireid.fileio import atomic_write, dumps_json, jsonable, write_json
 
 SUBFOLDERS = ("checkpoints", "plots", "pseudo_labels", "tb")
 # Settings that may change between a run and its resumption without making it a different run.
@@ -50,33 +50,6 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy/torch scalars and arrays -> plain Python, so every metric line is valid JSON."""
-    if hasattr(value, "detach"):  # torch tensor
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        return value.item() if value.ndim == 0 else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class RunFolder:
@@ -179,8 +152,8 @@ class RunFolder:
         if step is not None:
             record["step"] = step
         record["time"] = time.time()
-        record.update({k: _jsonable(v) for k, v in values.items()})
-        self._metrics.write(json.dumps(record, allow_nan=True) + "\n")
+        record.update({k: jsonable(v) for k, v in values.items()})  # non-finite values become null
+        self._metrics.write(dumps_json(record) + "\n")
         self._metrics.flush()
         logger.debug("%s %s", event, json.dumps(record))
         x = step if step is not None else epoch if epoch is not None else self._counter
@@ -206,14 +179,14 @@ class RunFolder:
         if self.enabled:
             buffer = io.BytesIO()
             np.savez_compressed(buffer, **{k: np.asarray(_to_numpy(v)) for k, v in arrays.items()})
-            _atomic_write_bytes(path, buffer.getvalue())
+            atomic_write(path, buffer.getvalue())
         return path
 
     def write_json(self, relpath: str | Path, obj: Any) -> Path:
-        """Write an object as pretty JSON to ``<run>/<relpath>`` atomically."""
+        """Write an object as pretty, strict JSON to ``<run>/<relpath>`` atomically."""
         path = self.path / relpath
         if self.enabled:
-            _atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2) + "\n").encode("utf-8"))
+            write_json(path, obj)
         return path
 
     def close(self) -> None:

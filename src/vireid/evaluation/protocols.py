@@ -1,4 +1,4 @@
-"""The multi-trial evaluation of a dataset's protocols (METHOD §7) with any feature extractor."""
+"""The multi-trial evaluation of a dataset's protocols (docs/method.md §7) with any feature extractor."""
 
 from __future__ import annotations
 
@@ -17,15 +17,16 @@ METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 Embed = Callable[[list[Sample]], "torch.Tensor | np.ndarray"]
 
 
-def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool = True) -> dict[str, dict]:
+def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool = True,
+                  max_rank: int = 20) -> dict[str, dict]:
     """Evaluate every protocol of `dataset` over `trials` gallery draws.
 
     `embed(samples)` returns (N, D) features, row i for samples[i] (L2-normalised; rows are
     normalised again here, which changes nothing for normalised ones). Every distinct image (by
     path) of all queries and galleries is embedded once, in one call. Distance: cosine, 1 - q·g.
     `dataset` provides `evaluation_splits(trials)` and `metric_protocol` (see the readers).
-    Returns {protocol: {rank1, rank5, rank10, rank20, mAP, mINP (means over trials, fractions),
-    `cmc` (the mean CMC curve to rank 20),
+    Returns {protocol: {rank1, rank5, rank10, rank20 (those within `max_rank`), mAP, mINP (means
+    over trials, fractions), `cmc` (the mean CMC curve to rank `max_rank`),
     "trials": [per-trial dicts of the same six keys]}}.
     """
     splits = dataset.evaluation_splits(trials)
@@ -53,7 +54,7 @@ def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool =
                 qi, gi = torch.from_numpy(rows[id(query)]), torch.from_numpy(rows[id(gallery)])
                 dist = 1.0 - features[qi.to(features.device)] @ features[gi.to(features.device)].T
                 result = evaluate_ranking(dist, pids[qi], pids[gi], camids[qi], camids[gi],
-                                          protocol=dataset.metric_protocol, max_rank=20)
+                                          protocol=dataset.metric_protocol, max_rank=max_rank)
                 per_trial.append(result.as_dict())
                 curves.append(result.cmc)
                 bar.update(1)

@@ -7,7 +7,6 @@ load by name; the stems are `visible_stem.conv1` / `infrared_stem.conv1` etc.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
@@ -15,7 +14,6 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv_models
 
-from vireid.errors import CheckpointError, ConfigError, VireidError
 from vireid.models.nonlocal_block import NonLocalBlock
 from vireid.models.pooling import GeM
 
@@ -191,120 +189,3 @@ class TwoStreamAGW(nn.Module):
 def _out_channels(layer: nn.Sequential) -> int:
     last = layer[-1]
     return (last.bn3 if hasattr(last, "bn3") else last.bn2).num_features
-
-
-def _read_state_dict(path: Path, setting: str) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"{setting}: weights file {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise CheckpointError(f"{setting}: cannot load {path} as a torch state_dict ({exc})") from exc
-    # A vireid checkpoint holds the model under "model"; accept common wrappers too.
-    for key in ("model", "state_dict"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"{setting}: {path} does not hold a state_dict (a dict of tensors)")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def load_torchvision_weights(model: TwoStreamAGW, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy a torchvision ResNet state_dict into both stems and the trunk (fc is ignored)."""
-    mapped = {}
-    for key, value in state.items():
-        top = key.split(".", 1)[0]
-        if top in STEM_KEYS:
-            mapped[f"visible_stem.{key}"] = value
-            mapped[f"infrared_stem.{key}"] = value
-        elif top in TRUNK_LAYERS:
-            mapped[key] = value
-    own = model.state_dict()
-    needed = [k for k in own if k.startswith(("visible_stem.", "infrared_stem.") + TRUNK_LAYERS)]
-    missing = [k for k in needed if k not in mapped]
-    wrong = [k for k in needed if k in mapped and mapped[k].shape != own[k].shape]
-    if missing or wrong:
-        detail = ", ".join((missing + wrong)[:5])
-        raise CheckpointError(
-            f"model.weights_path: {source} is not a torchvision {model.arch} state_dict "
-            f"({len(missing)} missing, {len(wrong)} mis-shaped keys, e.g. {detail})"
-        )
-    model.load_state_dict(mapped, strict=False)
-
-
-def load_vireid_weights(model: TwoStreamAGW, state: dict[str, torch.Tensor], source: str) -> list[str]:
-    """Load our own keys; the BN neck and classifier may differ (absent or another class count).
-
-    Returns the keys left at their fresh initialisation.
-    """
-    own = model.state_dict()
-    optional = ("classifier.", "bottleneck.")
-    state = {k: v for k, v in state.items() if not (k.startswith("classifier.") and v.shape != own.get(k, v).shape)}
-    missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f"{name} {len(keys)} (e.g. {', '.join(keys[:3])})"
-                 for name, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", wrong)) if keys]
-        raise CheckpointError(
-            f"model.weights_path: {source} does not match TwoStreamAGW({model.arch}, "
-            f"non-local={bool(model.nonlocal_after)}): {'; '.join(parts)} keys"
-        )
-    model.load_state_dict(state, strict=False)
-    return [k for k in own if k not in state]
-
-
-def build_model(
-    arch: str = "resnet50",
-    pretrained: str = "imagenet",
-    weights_path: str | Path | None = None,
-    nonlocal_blocks: bool = True,
-    nonlocal_channels: str = "reference",
-    last_stride: int = 1,
-    gem_p: float = 3.0,
-    num_classes: int = 0,
-) -> TwoStreamAGW:
-    """Build the two-stream AGW model and initialise it.
-
-    pretrained: "imagenet" = torchvision ImageNet weights in both stems and the trunk (from
-    `weights_path`, a torchvision ResNet state_dict, when given, else downloaded/cached by torch
-    hub); "none" = random init; anything else (e.g. "synthetic") = a vireid checkpoint or
-    TwoStreamAGW state_dict at `weights_path`.
-    """
-    if arch not in ARCHS:
-        raise ConfigError(f"model.arch={arch!r}: expected one of {', '.join(ARCHS)}")
-    if nonlocal_channels not in NONLOCAL_CHANNELS:
-        raise ConfigError(f"model.nonlocal_channels={nonlocal_channels!r}: expected reference or half")
-    if last_stride not in (1, 2):
-        raise ConfigError(f"model.last_stride={last_stride!r}: expected 1 or 2")
-    model = TwoStreamAGW(arch, nonlocal_blocks, nonlocal_channels, last_stride, gem_p, num_classes)
-    if pretrained == "none":
-        return model
-    if pretrained == "imagenet":
-        if weights_path is not None:
-            path = Path(weights_path)
-            load_torchvision_weights(model, _read_state_dict(path, "model.weights_path"), str(path))
-        else:
-            load_torchvision_weights(model, _download_imagenet(arch), "torchvision ImageNet weights")
-        return model
-    if weights_path is None:
-        raise ConfigError(
-            f"model.pretrained={pretrained!r} loads a vireid checkpoint from model.weights_path, which is not "
-            "set (use model.pretrained=imagenet|none, or give model.weights_path)"
-        )
-    path = Path(weights_path)
-    load_vireid_weights(model, _read_state_dict(path, "model.weights_path"), str(path))
-    return model
-
-
-def _download_imagenet(arch: str) -> dict[str, torch.Tensor]:
-    weights = getattr(tv_models, ARCHS[arch][1]).IMAGENET1K_V1
-    try:
-        return weights.get_state_dict(progress=True)
-    except Exception as exc:  # noqa: BLE001 - URLError, OSError, hash mismatch: all mean "no weights here"
-        name = Path(weights.url).name
-        raise VireidError(
-            f"cannot get ImageNet weights for {arch} ({exc}); download {weights.url} elsewhere and set "
-            f"model.weights_path=/path/to/{name} (a torchvision ResNet state_dict), or put it in the "
-            f"torch hub cache ({torch.hub.get_dir()}/checkpoints/{name}), or use model.pretrained=none"
-        ) from exc

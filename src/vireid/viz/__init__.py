@@ -9,5 +9,6 @@ __getattr__, __dir__ = lazy_exports(
         "plot_training_curves": ".plots",
         "plot_ranked_lists": ".plots",
         "plot_tsne": ".plots",
+        "plot_search_results": ".plots",
     },
 )

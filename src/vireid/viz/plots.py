@@ -172,3 +172,20 @@ def plot_tsne(
     ax.set_yticks([])
     ax.legend(fontsize=8, markerscale=2)
     return _save(fig, path)
+
+
+def plot_search_results(query_paths: Sequence[Path], gallery_paths: Sequence[Path], indices: np.ndarray,
+                        scores: np.ndarray, correct: np.ndarray | None, path: str | Path) -> Path:
+    """Each query then its top-k gallery images titled 'rank: cosine'; framed green/red only with `correct`.
+
+    `indices`, `scores` (Q, k); `correct` (Q, k) bool or None (no identities, no judgement).
+    """
+    n_queries, k = indices.shape
+    fig = Figure(figsize=(1.1 * (k + 1), 2.3 * max(n_queries, 1)))
+    for q in range(n_queries):
+        _framed(fig.add_subplot(n_queries, k + 1, q * (k + 1) + 1), _thumbnail(query_paths[q]), None, "query")
+        for r in range(k):
+            colour = None if correct is None else ("#2ca02c" if correct[q, r] else "#d62728")
+            _framed(fig.add_subplot(n_queries, k + 1, q * (k + 1) + r + 2),
+                    _thumbnail(gallery_paths[int(indices[q, r])]), colour, f"{r + 1}: {scores[q, r]:.2f}")
+    return _save(fig, path)

@@ -11,7 +11,7 @@ does. The weights are built once per (architecture, image size, recipe) and cach
 
 from __future__ import annotations
 
-import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +22,17 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from vireid.config import Config
+from vireid.data.image_cache import load_images
+from vireid.data.loaders import make_batch
 from vireid.data.records import VISIBLE, Sample
+from vireid.data.samplers import pk_batches
+from vireid.data.synthetic import generate_synthetic
+from vireid.data.sysu import SYSUMM01
+from vireid.data.transforms import (TrainTransform, build_train_transforms, imagenet_denormalize,
+                                    imagenet_normalize, luminance, paper_pad)
+from vireid.fileio import atomic_write
+from vireid.losses import batch_hard_triplet
+from vireid.models.factory import create_model
 
 # Source people: another generator seed than any target (the demo's is 0), so nobody is shared.
 SOURCE_SEED = 1000
@@ -46,13 +56,11 @@ class PretrainRecipe:
 def _grey_sensor(grey: torch.Tensor, blur: bool, noise: float, generator: torch.Generator | None) -> torch.Tensor:
     """(H, W) grey levels in [0, 1] -> ImageNet-normalised (3, H, W), after an optional soft lens
     (3x3 box filter) and sensor noise."""
-    from vireid.data.transforms import _MEAN, _STD
-
     if blur:
         grey = F.avg_pool2d(grey[None, None], 3, stride=1, padding=1, count_include_pad=False)[0, 0]
     if noise > 0:
         grey = grey + noise * torch.randn(grey.shape, generator=generator)
-    return (grey.unsqueeze(0) - _MEAN) / _STD
+    return imagenet_normalize(grey.unsqueeze(0).expand(3, -1, -1).clone())
 
 
 class RandomGreyRemap(torch.nn.Module):
@@ -69,9 +77,7 @@ class RandomGreyRemap(torch.nn.Module):
         self.knots, self.noise, self.blur, self.generator = knots, noise, blur, generator
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        from vireid.data.transforms import _MEAN, _STD, luminance
-
-        grey = luminance(img * _STD + _MEAN).clamp(0, 1)  # (H, W) in [0, 1]
+        grey = luminance(imagenet_denormalize(img)).clamp(0, 1)  # (H, W) in [0, 1]
         levels = torch.rand(self.knots, generator=self.generator)
         pos = grey * (self.knots - 1)
         low = pos.floor().long().clamp(max=self.knots - 2)
@@ -95,9 +101,7 @@ class RandomThermalPalette(torch.nn.Module):
         self.grid, self.noise, self.blur, self.generator = grid, noise, blur, generator
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        from vireid.data.transforms import _MEAN, _STD
-
-        rgb = (img * _STD + _MEAN).clamp(0, 1)
+        rgb = imagenet_denormalize(img).clamp(0, 1)
         table = torch.rand((1, 1, self.grid, self.grid, self.grid), generator=self.generator)
         coords = (rgb.permute(1, 2, 0) * 2 - 1)[None, None]  # (1, 1, H, W, 3)
         grey = F.grid_sample(table, coords, mode="bilinear", align_corners=True)[0, 0, 0]  # (H, W)
@@ -106,15 +110,11 @@ class RandomThermalPalette(torch.nn.Module):
 
 def source_visible_samples(root: str | Path) -> list[Sample]:
     """The visible training samples of a synthetic SYSU-layout source root (infrared ones dropped)."""
-    from vireid.data.sysu import SYSUMM01
-
     return [s for s in SYSUMM01(root).train if s.modality == VISIBLE]
 
 
 def generate_source(cache: Path, recipe: PretrainRecipe, height: int, width: int, progress: bool = True) -> Path:
     """The source set's root (generated once): SYSU layout, almost every id a training id."""
-    from vireid.data.synthetic import generate_synthetic
-
     return Path(generate_synthetic(cache / f"pretrain-source-{height}x{width}", layout="sysu", ids=recipe.ids,
                                    images_per_camera=recipe.images_per_camera, height=height, width=width,
                                    seed=recipe.seed, test_fraction=0.01, progress=progress))
@@ -122,8 +122,6 @@ def generate_source(cache: Path, recipe: PretrainRecipe, height: int, width: int
 
 def _source_images(cfg: Config, cache: Path, recipe: PretrainRecipe, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images (N, H, W, 3) of the visible source samples and their labels (N,) in 0..P-1."""
-    from vireid.data.image_cache import load_images
-
     root = generate_source(cache, recipe, cfg.data.height, cfg.data.width, progress)
     visible = source_visible_samples(root)
     images = load_images(visible, cfg.data.height, cfg.data.width, cache, key="pretrain-source-visible",
@@ -137,26 +135,7 @@ def weights_file(cfg: Config, cache: Path, recipe: PretrainRecipe) -> Path:
     m = cfg.model
     tag = "-".join(str(v) for v in asdict(recipe).values())
     return (cache / "pretrained" / f"synthetic-{m.arch}-ls{m.last_stride}-nl{int(m.nonlocal_blocks)}"
-            f"-{cfg.data.height}x{cfg.data.width}-{tag}-v{VERSION}.pt")
-
-
-def identity_batches(labels: np.ndarray, ids_per_batch: int, per_id: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """One epoch of P×K batches: every identity once, `per_id` of its rows (with replacement only when
-    it has fewer). Returns row-index arrays of length ids_per_batch·per_id."""
-    num_ids = int(labels.max() + 1)
-    order = np.argsort(labels, kind="stable")
-    starts = np.r_[0, np.cumsum(np.bincount(labels, minlength=num_ids))]
-    counts = np.diff(starts)
-    ids = rng.permutation(num_ids)
-    # K random positions per id: a random permutation's first K ranks when the id has >= K rows
-    keys = rng.random((num_ids, counts.max()))
-    keys[np.arange(counts.max())[None, :] >= counts[:, None]] = np.inf
-    pick = np.argsort(keys, axis=1)[:, :per_id]
-    short = counts < per_id
-    pick[short] = (rng.random((int(short.sum()), per_id)) * counts[short, None]).astype(np.int64)
-    rows = order[starts[:-1, None] + pick]  # (P_all, K)
-    full = len(ids) // ids_per_batch
-    return [rows[ids[b * ids_per_batch:(b + 1) * ids_per_batch]].reshape(-1) for b in range(full)]
+            f"-{m.nonlocal_channels}-gem{m.gem_p:g}-{cfg.data.height}x{cfg.data.width}-{tag}-v{VERSION}.pt")
 
 
 def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, recipe: PretrainRecipe,
@@ -164,21 +143,14 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
     """Train `cfg.model` from random weights with identity labels (CE + batch-hard triplet) on
     visible images, cycling the colour views; returns the state_dict without the classifier and
     with the infrared stem a copy of the visible one (as ImageNet weights load both stems)."""
-    from vireid.data.loaders import make_batch
-    from vireid.engine.trainset import train_transforms
-    from vireid.engine.pipeline import model_from_config
-    from vireid.losses import batch_hard_triplet
-
     num_ids = int(labels.max() + 1)
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    model = model_from_config(cfg, pretrained="none", num_classes=num_ids).train()
+    model = create_model(cfg.model, num_classes=num_ids, pretrained=False).train()
     opt = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=5e-4)
     steps = recipe.epochs * (num_ids // recipe.ids_per_batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(steps, 1), pct_start=0.15)
-    tf = train_transforms(cfg)
-    from vireid.data.transforms import TrainTransform
-
+    tf = build_train_transforms(cfg.data.height, cfg.data.width, pad=paper_pad(cfg.data.height))
     known = {"colour": tf.visible, "exchange": tf.visible_exchange, "grey": tf.infrared,
              "remap": TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomGreyRemap()),
              "remapnoise": TrainTransform(tf.visible.geometry, tf.visible.erasing,
@@ -187,7 +159,7 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
     views = [known[v] for v in recipe.views.split("+")]
     step = 0
     for epoch in tqdm(range(recipe.epochs), desc="pre-training on the synthetic source (once)", disable=not progress):
-        for rows in identity_batches(labels, recipe.ids_per_batch, recipe.per_id, rng):
+        for rows in pk_batches(labels, recipe.ids_per_batch, recipe.per_id, rng):
             x = make_batch(images, rows, views[step % len(views)])
             y = torch.from_numpy(labels[rows])
             out = model(x, modality="visible")
@@ -215,10 +187,7 @@ def synthetic_pretrained_weights(cfg: Config, cache: Path, recipe: PretrainRecip
     images, labels = _source_images(cfg, cache, recipe, progress)
     t0 = time.time()
     state = pretrain_on_source(cfg, images, labels, recipe, progress)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    atomic_write(out, lambda handle: torch.save(state, handle))
     print(f"source pre-training ({int(labels.max() + 1)} visible-only identities, {len(labels)} images, "
-          f"{recipe.epochs} epochs) took {time.time() - t0:.0f}s; weights cached at {out}")
+          f"{recipe.epochs} epochs) took {time.time() - t0:.0f}s; weights cached at {out}", file=sys.stderr)
     return out

@@ -1,4 +1,4 @@
-"""`vireid search`: rank a folder of gallery images for query images and draw the ranked lists.
+"""Search a folder of gallery images for query images (`vireid search`), with a reusable gallery index.
 
 Gallery features are the expensive part, so they are kept in an index cache under
 `resolve_cache_dir(Config()) / "search-index"`. One index file belongs to one (checkpoint content,
@@ -25,11 +25,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vireid.config import Config, resolve_cache_dir
 from vireid.data.image_cache import decode_image
 from vireid.data.records import MODALITIES
+from vireid.data.registry import IMAGE_SUFFIXES
 from vireid.errors import VireidError
+from vireid.fileio import atomic_write
+from vireid.inference import Embedder, search
+from vireid.viz.plots import plot_search_results
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 INDEX_VERSION = 1  # bump when the index file layout or the preprocessing changes
 MAX_PICTURE_ROWS = 20  # queries drawn in the picture; the JSON always holds every query
 
@@ -138,14 +142,8 @@ def _read_index(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _write_index(path: Path, sigs: np.ndarray, feats: np.ndarray) -> None:
     """Atomic write (temp file + rename), so a concurrent reader never sees half an index."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, version=np.int64(INDEX_VERSION), signatures=sigs, features=feats)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda handle: np.savez(handle, version=np.int64(INDEX_VERSION), signatures=sigs,
+                                               features=feats))
 
 
 def index_path(cache_dir: str | Path, checkpoint_digest: str, modality: str, gallery: str | Path) -> Path:
@@ -189,27 +187,6 @@ def gallery_features(embedder: Any, gallery: str | Path, paths: Sequence[Path], 
     return torch.from_numpy(feats), facts
 
 
-def plot_search_results(query_paths: Sequence[Path], gallery_paths: Sequence[Path], indices: np.ndarray,
-                        scores: np.ndarray, correct: np.ndarray | None, path: str | Path) -> Path:
-    """Each query then its top-k gallery images titled 'rank: cosine'; framed green/red only with `correct`.
-
-    `indices`, `scores` (Q, k); `correct` (Q, k) bool or None (no identities, no judgement).
-    """
-    from matplotlib.figure import Figure
-
-    from vireid.viz.plots import _framed, _save, _thumbnail
-
-    n_queries, k = indices.shape
-    fig = Figure(figsize=(1.1 * (k + 1), 2.3 * max(n_queries, 1)))
-    for q in range(n_queries):
-        _framed(fig.add_subplot(n_queries, k + 1, q * (k + 1) + 1), _thumbnail(query_paths[q]), None, "query")
-        for r in range(k):
-            colour = None if correct is None else ("#2ca02c" if correct[q, r] else "#d62728")
-            _framed(fig.add_subplot(n_queries, k + 1, q * (k + 1) + r + 2),
-                    _thumbnail(gallery_paths[int(indices[q, r])]), colour, f"{r + 1}: {scores[q, r]:.2f}")
-    return _save(fig, path)
-
-
 def _rankings(query_paths: Sequence[Path], gallery_paths: Sequence[Path], indices: np.ndarray,
               scores: np.ndarray, q_pids: np.ndarray | None, correct: np.ndarray | None) -> list[dict[str, Any]]:
     """Per query: its path, the ranked gallery paths and cosine scores (and pid + correctness when known)."""
@@ -225,7 +202,7 @@ def _rankings(query_paths: Sequence[Path], gallery_paths: Sequence[Path], indice
     return results
 
 
-def search_command(
+def search_gallery(
     checkpoint: str | Path,
     query: str | Path,
     query_modality: str,
@@ -243,9 +220,6 @@ def search_command(
     `query` is an image or a folder (recursive), `gallery` a folder (recursive). Returns what the
     JSON holds plus the written paths and the index-cache facts.
     """
-    from vireid.config import Config, resolve_cache_dir
-    from vireid.inference import Embedder, search
-
     for name, value in (("query modality", query_modality), ("gallery modality", gallery_modality)):
         if value not in MODALITIES:
             raise VireidError(f"{name} must be one of {'|'.join(MODALITIES)}, got {value!r}")
