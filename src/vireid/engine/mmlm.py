@@ -33,8 +33,8 @@ def match_round(rnd: ClusteringRound, mmlm: MMLMConfig, device, truth: tuple | N
     """Run multi_memory_match on a clustering round; returns (MatchResult, summary dict). With
     `truth` = (visible pids, infrared pids) the summary adds the matching's reliability measures."""
     result = multi_memory_match(rnd.features_v.to(device), rnd.labels_v, rnd.features_r.to(device), rnd.labels_r,
-                                n_memories=mmlm.n_memories, seed=mmlm.seed, assignment=mmlm.assignment,
-                                cost_sum_over=mmlm.cost_sum_over)
+                                n_memories=mmlm.n_memories, seed=mmlm.seed, kmeans_iterations=mmlm.kmeans_iterations,
+                                assignment=mmlm.assignment, cost_sum_over=mmlm.cost_sum_over)
     summary = {"pairs": int(len(result.pairs)), "clusters_visible": rnd.num_v, "clusters_infrared": rnd.num_r,
                "rounds": int(np.max(result.rounds)) if len(result.rounds) else 0}
     if truth is not None and truth[0] is not None:
