@@ -105,15 +105,19 @@ def check_against_reference(feats, k1, k2, modalities=None):
     results = []
     for backend in ("scipy", "torch"):
         jac = jaccard_distance(torch.from_numpy(feats), k1, k2, modalities=modalities, block_size=64, backend=backend)
-        np.testing.assert_allclose(dense(jac), ref, atol=1e-5, rtol=0)
-        # exactly the pairs with shared support are stored
-        stored = np.zeros(jac.shape, dtype=bool)
-        coo = jac.tocoo()
-        stored[coo.row, coo.col] = True
-        np.testing.assert_array_equal(stored, support)
+        assert_matches_reference(jac, ref, support)
         results.append(jac)
     assert_same_matrix(*results)
     return results[0], E, R
+
+
+def assert_matches_reference(jac, ref, support):
+    np.testing.assert_allclose(dense(jac), ref, atol=1e-5, rtol=0)
+    # exactly the pairs with shared support are stored
+    stored = np.zeros(jac.shape, dtype=bool)
+    coo = jac.tocoo()
+    stored[coo.row, coo.col] = True
+    np.testing.assert_array_equal(stored, support)
 
 
 @pytest.mark.parametrize(
@@ -323,13 +327,15 @@ def test_invalid_settings():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("balanced", [False, True])
-def test_cuda_features_give_the_cpu_result(balanced):
-    feats = clustered(11, 300, 32, 12, 0.6)
-    modalities = np.random.default_rng(11).random(300) < 0.5 if balanced else None
-    assert_no_ambiguous_cut(feats, {20, 11, 6})  # the GPU search may round differently: no near-ties at cuts
+def test_cuda_features_give_the_reference_result(balanced):
+    feats = clustered(14, 300, 32, 12, 0.6)
+    modalities = np.random.default_rng(14).random(300) < 0.5 if balanced else None
+    assert_no_ambiguous_cut(feats, {20, 11, 6})  # the GPU rounds distances differently: no near-ties at cuts
+    ref, support, _, _ = jaccard_reference(feats, 20, 6, modalities)
     cpu = jaccard_distance(torch.from_numpy(feats), 20, 6, modalities=modalities)
     for backend in ("auto", "scipy"):  # "auto" = torch on the GPU
         gpu = jaccard_distance(torch.from_numpy(feats).cuda(), 20, 6, modalities=modalities, backend=backend)
+        assert_matches_reference(gpu, ref, support)
         np.testing.assert_array_equal(gpu.indptr, cpu.indptr)
         np.testing.assert_array_equal(gpu.indices, cpu.indices)
-        np.testing.assert_allclose(gpu.data, cpu.data, atol=1e-5)
+        np.testing.assert_allclose(gpu.data, cpu.data, atol=1e-5, rtol=0)
