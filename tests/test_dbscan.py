@@ -94,7 +94,9 @@ def random_graph(seed, n, density, symmetric, drop_diagonal):
     return sp.csr_matrix((dense[rows, cols].astype(np.float32), (rows, cols)), shape=(n, n))
 
 
-@pytest.mark.parametrize("seed, symmetric, drop_diagonal", [(0, True, 0.0), (1, True, 0.3), (2, False, 0.0), (3, False, 0.5)])
+@pytest.mark.parametrize(
+    "seed, symmetric, drop_diagonal", [(0, True, 0.0), (1, True, 0.3), (2, False, 0.0), (3, False, 0.5)]
+)
 @pytest.mark.parametrize("eps, min_samples", [(0.3, 3), (0.5, 5), (0.2, 1)])
 def test_same_clusters_as_the_sklearn_estimator(seed, symmetric, drop_diagonal, eps, min_samples):
     # the inner loop fed directly must give the estimator's clusters, on symmetric and asymmetric
