@@ -4,8 +4,8 @@ On random-but-clustered L2-normalised features (N samples around N/40 centres), 
 - the bare exact kNN search with k1 (the yardstick: the only O(N^2 D) step);
 - `jaccard_distance` end to end (kNN included), unless --skip-direct;
 - the same split in two: its kNN search (k1 or 2 k1 neighbours) and `jaccard_from_knn` (kNN excluded),
-  with its peak memory (numpy/scipy arrays by tracemalloc on the host backend, the CUDA allocator's
-  peak with features on a GPU);
+  with its peak memory (numpy/scipy arrays by tracemalloc; with features on a GPU also the CUDA
+  allocator's peak);
 - DBSCAN on the result, and the ratio (Jaccard + DBSCAN) / bare kNN, Jaccard including its kNN;
 - with --check, whether the chosen backend's matrix equals the scipy backend's on the same kNN;
 - the stored entries against a dense N x N float32 matrix; the process's peak RSS; the load
@@ -127,18 +127,16 @@ def main() -> None:
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()
         held = torch.cuda.memory_allocated()
-    else:
-        tracemalloc.start()
+    tracemalloc.start()
     jac, t_rest = best_of(args.repeat, jaccard_from_knn, feats, dist, index, k1=k1, k2=args.k2, backend=args.backend)
+    peaks = f"numpy/scipy peak {tracemalloc.get_traced_memory()[1] / 2**30:.2f} GiB"
+    tracemalloc.stop()
     if on_gpu:
-        peak, where = torch.cuda.max_memory_allocated() - held, "CUDA allocator"
-    else:
-        peak, where = tracemalloc.get_traced_memory()[1], "numpy/scipy"
-        tracemalloc.stop()
+        peaks += f", CUDA allocator peak {(torch.cuda.max_memory_allocated() - held) / 2**30:.2f} GiB"
+    elif args.backend == "torch":
+        peaks += ", torch's CPU tensors not traced"
     print(f"{f'  its kNN search (k={width})':<34}{t_search:9.2f} s")
-    if not on_gpu and args.backend == "torch":
-        where = "torch's CPU tensors not traced; numpy/scipy"
-    print(f"{'  Jaccard, kNN excluded':<34}{t_rest:9.2f} s  ({where} peak {peak / 2**30:.2f} GiB)")
+    print(f"{'  Jaccard, kNN excluded':<34}{t_rest:9.2f} s  ({peaks})")
     jaccard_time = t_direct if t_direct is not None else t_search + t_rest
     label = "end to end" if t_direct is not None else "search + rest"
     print(f"ratio Jaccard (kNN included, {label}) / bare kNN: {jaccard_time / t_knn:.2f}")
