@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA checks of one GPU machine, in one go (about 6 minutes on an H100): the CUDA unit tests,
 # the smoke pipeline (including kill -9 + resume) on the GPU, the whole demo on the GPU with its
-# timing, and the pseudo-label engine at 20k x 2048 with the features on the GPU.
+# timing, and the pseudo-label engine at 20k x 2048 with the features on the GPU (Jaccard pass on the
+# GPU, then on the host for comparison).
 # Uses the machine's own python3 (torch, torchvision, scikit-learn, ...) with this checkout on
 # PYTHONPATH, so nothing needs installing. Logs go to $OUT (default: ./gpu_check).
 set -u -o pipefail
@@ -14,4 +15,7 @@ python3 -m pytest -q -p no:cacheprovider tests/test_knn.py tests/test_jaccard.py
 ( time python3 -m vireid demo --device cuda --output /tmp/demo-gpu ) > "$OUT/demo_full.log" 2>&1
 grep -v "it/s]\|img/s]\|s/it]" "$OUT/demo_full.log" | tail -40 > "$OUT/demo.txt"
 cp /tmp/demo-gpu/demo_summary.json "$OUT/" 2>/dev/null
-python3 benchmarks/pseudo_labels.py --n 20000 --device cuda 2>&1 | tail -20 | tee "$OUT/pseudo_labels_cuda.txt"
+# the Jaccard pass on the GPU (backend auto = torch), checked against the scipy backend, then on the host
+python3 benchmarks/pseudo_labels.py --n 20000 --device cuda --repeat 3 --check 2>&1 | tail -20 | tee "$OUT/pseudo_labels_cuda.txt"
+python3 benchmarks/pseudo_labels.py --n 20000 --device cuda --repeat 3 --backend scipy 2>&1 | tail -20 \
+    | tee "$OUT/pseudo_labels_cuda_scipy.txt"

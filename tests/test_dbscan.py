@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+import vireid.clustering.dbscan as dbscan_module
 from vireid.clustering.dbscan import ClusteringResult, cluster, dbscan_labels
 from vireid.errors import ConfigError
 
@@ -73,6 +75,45 @@ def test_row_order_and_dtype_do_not_matter():
         np.testing.assert_array_equal(dbscan_labels(shuffled, eps=0.3, min_samples=3), expected)
         np.testing.assert_array_equal(dbscan_labels(shuffled.astype(np.float64), eps=0.3, min_samples=3), expected)
     np.testing.assert_array_equal(shuffled.toarray(), dist.toarray())  # the input is left untouched
+
+
+def by_first_occurrence(labels):
+    """Labels renamed 0, 1, ... in order of first appearance, outliers kept at -1."""
+    names = {}
+    return np.array([-1 if x < 0 else names.setdefault(x, len(names)) for x in labels])
+
+
+def random_graph(seed, n, density, symmetric, drop_diagonal):
+    """Sparse distances in [0, 0.8] on a coarse grid (ties, some exactly at eps), explicit zeros included."""
+    rng = np.random.default_rng(seed)
+    dense = np.where(rng.random((n, n)) < density, rng.integers(0, 9, (n, n)) / 10, np.nan)
+    if symmetric:
+        dense = np.where(np.triu(np.ones((n, n), dtype=bool)), dense, dense.T)
+    np.fill_diagonal(dense, np.where(rng.random(n) < drop_diagonal, np.nan, 0.0))
+    rows, cols = np.nonzero(~np.isnan(dense))
+    return sp.csr_matrix((dense[rows, cols].astype(np.float32), (rows, cols)), shape=(n, n))
+
+
+@pytest.mark.parametrize(
+    "seed, symmetric, drop_diagonal", [(0, True, 0.0), (1, True, 0.3), (2, False, 0.0), (3, False, 0.5)]
+)
+@pytest.mark.parametrize("eps, min_samples", [(0.3, 3), (0.5, 5), (0.2, 1)])
+def test_same_clusters_as_the_sklearn_estimator(seed, symmetric, drop_diagonal, eps, min_samples):
+    # the inner loop fed directly must give the estimator's clusters, on symmetric and asymmetric
+    # graphs, with and without stored diagonals, with distance ties and distances equal to eps
+    graph = random_graph(seed, 120, 0.06, symmetric, drop_diagonal)
+    assert (graph.data == np.float32(eps)).any()
+    expected = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(graph).labels_
+    assert (expected >= 0).any()
+    np.testing.assert_array_equal(dbscan_labels(graph, eps, min_samples), by_first_occurrence(expected))
+
+
+def test_same_labels_without_the_private_inner_loop(monkeypatch):
+    # if a scikit-learn release moves its inner loop, the estimator is used: same labels
+    graph = random_graph(4, 150, 0.05, True, 0.2)
+    fast = dbscan_labels(graph, 0.4, 4)
+    monkeypatch.setattr(dbscan_module, "dbscan_inner", None)
+    np.testing.assert_array_equal(dbscan_labels(graph, 0.4, 4), fast)
 
 
 @pytest.mark.parametrize("eps", [1.0, 1.5, 0.0, -0.2])

@@ -1,4 +1,8 @@
-"""Sparse k-reciprocal Jaccard distance against a dense, loop-by-loop reading of METHOD §5."""
+"""Sparse k-reciprocal Jaccard distance against a dense, loop-by-loop reading of METHOD §5.
+
+Both backends (scipy on the host, torch on the features' device) are checked against the reference
+and against each other; the torch backend runs here on CPU tensors.
+"""
 
 import math
 
@@ -6,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vireid.clustering.jaccard import jaccard_distance, jaccard_from_knn
+from vireid.clustering.jaccard import _uses_torch, jaccard_distance, jaccard_from_knn
 from vireid.clustering.knn import knn_search
 from vireid.errors import ConfigError
 
@@ -84,17 +88,36 @@ def dense(jac):
     return out
 
 
+def assert_same_matrix(jac, other):
+    """Same CSR layout (pattern, order, dtypes) and values equal to float32 rounding."""
+    assert jac.dtype == other.dtype == np.float32
+    assert jac.indices.dtype == other.indices.dtype and jac.indptr.dtype == other.indptr.dtype
+    assert jac.has_sorted_indices and other.has_sorted_indices
+    np.testing.assert_array_equal(jac.indptr, other.indptr)
+    np.testing.assert_array_equal(jac.indices, other.indices)
+    np.testing.assert_allclose(jac.data, other.data, atol=1e-6, rtol=0)
+
+
 def check_against_reference(feats, k1, k2, modalities=None):
+    """Both backends against the reference, and against each other; returns the scipy result."""
     assert_no_ambiguous_cut(feats, {k1, round(k1 / 2) + 1, k2})
     ref, support, E, R = jaccard_reference(feats, k1, k2, modalities)
-    jac = jaccard_distance(torch.from_numpy(feats), k1, k2, modalities=modalities, block_size=64)
+    results = []
+    for backend in ("scipy", "torch"):
+        jac = jaccard_distance(torch.from_numpy(feats), k1, k2, modalities=modalities, block_size=64, backend=backend)
+        assert_matches_reference(jac, ref, support)
+        results.append(jac)
+    assert_same_matrix(*results)
+    return results[0], E, R
+
+
+def assert_matches_reference(jac, ref, support):
     np.testing.assert_allclose(dense(jac), ref, atol=1e-5, rtol=0)
     # exactly the pairs with shared support are stored
     stored = np.zeros(jac.shape, dtype=bool)
     coo = jac.tocoo()
     stored[coo.row, coo.col] = True
     np.testing.assert_array_equal(stored, support)
-    return jac, E, R
 
 
 @pytest.mark.parametrize(
@@ -160,30 +183,92 @@ def test_modality_pure_neighbourhoods_fall_back_to_the_plain_mean():
     assert np.abs(balanced[~pure] - plain[~pure]).max() > 1e-3
 
 
-def test_distances_outside_the_searched_lists_are_computed():
+@pytest.mark.parametrize("backend", ["scipy", "torch"])
+def test_distances_outside_the_searched_lists_are_computed(backend):
     # pass exactly k1 neighbours, so every pair of E(i) outside R(i) is computed from the features
     feats = clustered(8, 160, 8, 8, 0.6)
     assert_no_ambiguous_cut(feats, {12, 7, 4})
     ref, _, E, R = jaccard_reference(feats, 12, 4)
     assert any(set(e) - set(r) for e, r in zip(E, R))
     dist, index = knn_search(torch.from_numpy(feats), 12)
-    jac = jaccard_from_knn(torch.from_numpy(feats), dist, index, k2=4)
+    jac = jaccard_from_knn(torch.from_numpy(feats), dist, index, k2=4, backend=backend)
     np.testing.assert_allclose(dense(jac), ref, atol=1e-5, rtol=0)
 
 
 def test_tiny_working_blocks_give_the_same_result(monkeypatch):
-    # force many blocks in every bounded-memory loop: min-sum terms, expansion rows, pair distances
+    # force many blocks in every bounded-memory loop: min-sum terms, expansion rows, query expansion,
+    # pair distances; in both backends
     import vireid.clustering.jaccard as module
+    import vireid.clustering.jaccard_torch as torch_module
 
     feats = clustered(13, 160, 8, 8, 0.6)
+    modalities = np.random.default_rng(13).random(160) < 0.5
     assert_no_ambiguous_cut(feats, {12, 7, 4})
-    ref, _, _, _ = jaccard_reference(feats, 12, 4)
+    ref, _, _, _ = jaccard_reference(feats, 12, 4, modalities)
     monkeypatch.setattr(module, "_TERMS_PER_BLOCK", 97)
     monkeypatch.setattr(module, "_ROWS_PER_PRODUCT", 7)
     monkeypatch.setattr(module, "_DOT_FLOATS", 40)
+    monkeypatch.setattr(torch_module, "_ENTRIES_PER_BLOCK", 97)
+    monkeypatch.setattr(torch_module, "_DOT_FLOATS", 40)
     dist, index = knn_search(torch.from_numpy(feats), 12)
-    jac = jaccard_from_knn(torch.from_numpy(feats), dist, index, k2=4)
-    np.testing.assert_allclose(dense(jac), ref, atol=1e-5, rtol=0)
+    for backend in ("scipy", "torch"):
+        jac = jaccard_from_knn(torch.from_numpy(feats), dist, index, k2=4, modalities=modalities, backend=backend)
+        np.testing.assert_allclose(dense(jac), ref, atol=1e-5, rtol=0)
+
+
+def both_backends(feats, k1, k2, modalities=None):
+    """The two backends' results for the same kNN search (so ties are broken the same way)."""
+    x = torch.from_numpy(feats)
+    dist, index = knn_search(x, min(len(feats), 2 * k1))
+    return [
+        jaccard_from_knn(x, dist, index, k1=k1, k2=k2, modalities=modalities, backend=backend)
+        for backend in ("scipy", "torch")
+    ]
+
+
+@pytest.mark.parametrize(
+    "seed, n, dim, clusters, noise, k1, k2, balanced",
+    [
+        (20, 400, 16, 20, 0.7, 20, 6, False),
+        (21, 400, 16, 20, 0.7, 20, 6, True),
+        (22, 300, 8, 6, 1.0, 30, 1, True),  # k2 = 1: no query expansion, modalities ignored
+        (23, 200, 4, 10, 0.5, 1, 1, False),  # k1 = 1: every set is {i}
+        (24, 200, 4, 10, 0.5, 2, 2, True),
+        (25, 3, 4, 1, 0.5, 3, 2, True),  # tiny N: every sample a neighbour of every other
+        (26, 2, 4, 2, 0.5, 1, 1, False),
+        (27, 1, 4, 1, 0.5, 1, 1, False),
+    ],
+)
+def test_torch_backend_equals_scipy_backend(seed, n, dim, clusters, noise, k1, k2, balanced):
+    feats = clustered(seed, n, dim, clusters, noise)
+    modalities = np.random.default_rng(seed).random(n) < 0.5 if balanced else None
+    assert_same_matrix(*both_backends(feats, k1, k2, modalities))
+
+
+def test_torch_backend_equals_scipy_backend_with_ties():
+    # every point four times over and 2-D features on a small grid: kNN lists full of exact ties,
+    # broken by the search; both backends must build the same sets from the same lists
+    grid = np.stack(np.meshgrid(np.arange(4), np.arange(4)), -1).reshape(-1, 2) + 1.0
+    grid = np.concatenate([grid, -grid])
+    feats = np.repeat(grid / np.linalg.norm(grid, axis=1, keepdims=True), 4, axis=0).astype(np.float32)
+    modalities = np.tile([True, False, False, True], len(grid))
+    scipy_jac, torch_jac = both_backends(feats, 10, 4, modalities)
+    assert_same_matrix(scipy_jac, torch_jac)
+    assert (scipy_jac.data == 0).sum() > len(feats)  # copies at distance 0, stored explicitly
+
+
+def test_backend_choice(monkeypatch):
+    # "auto" keeps CPU features on scipy and sends CUDA features to torch; no GPU is needed to decide
+    assert not _uses_torch("auto", torch.device("cpu"))
+    assert _uses_torch("auto", torch.device("cuda", 0))
+    assert _uses_torch("torch", torch.device("cpu")) and not _uses_torch("scipy", torch.device("cuda"))
+    import vireid.clustering.jaccard as module
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the torch backend ran on CPU features with backend='auto'")
+
+    monkeypatch.setattr(module, "jaccard_from_knn_torch", refuse)
+    jaccard_distance(torch.from_numpy(clustered(14, 40, 4, 4, 0.5)), 5, 2)
 
 
 def test_two_pairs_by_hand():
@@ -236,11 +321,21 @@ def test_invalid_settings():
         jaccard_distance(feats, k1=5, k2=8)
     with pytest.raises(ValueError, match="modalities"):
         jaccard_distance(feats, k1=5, k2=2, modalities=np.zeros(19, dtype=bool))
+    with pytest.raises(ConfigError, match="backend='cupy'"):
+        jaccard_distance(feats, k1=5, k2=2, backend="cupy")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_features_give_the_cpu_result():
-    feats = clustered(11, 300, 32, 12, 0.6)
-    cpu = jaccard_distance(torch.from_numpy(feats), 20, 6)
-    gpu = jaccard_distance(torch.from_numpy(feats).cuda(), 20, 6)
-    np.testing.assert_allclose(dense(gpu), dense(cpu), atol=1e-5)
+@pytest.mark.parametrize("balanced", [False, True])
+def test_cuda_features_give_the_reference_result(balanced):
+    feats = clustered(14, 300, 32, 12, 0.6)
+    modalities = np.random.default_rng(14).random(300) < 0.5 if balanced else None
+    assert_no_ambiguous_cut(feats, {20, 11, 6})  # the GPU rounds distances differently: no near-ties at cuts
+    ref, support, _, _ = jaccard_reference(feats, 20, 6, modalities)
+    cpu = jaccard_distance(torch.from_numpy(feats), 20, 6, modalities=modalities)
+    for backend in ("auto", "scipy"):  # "auto" = torch on the GPU
+        gpu = jaccard_distance(torch.from_numpy(feats).cuda(), 20, 6, modalities=modalities, backend=backend)
+        assert_matches_reference(gpu, ref, support)
+        np.testing.assert_array_equal(gpu.indptr, cpu.indptr)
+        np.testing.assert_array_equal(gpu.indices, cpu.indices)
+        np.testing.assert_allclose(gpu.data, cpu.data, atol=1e-5, rtol=0)

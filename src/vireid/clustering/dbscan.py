@@ -11,6 +11,11 @@ import torch
 from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+try:  # the estimator's own cluster-growing loop, fed without the estimator's per-row overheads
+    from sklearn.cluster._dbscan_inner import dbscan_inner
+except ImportError:  # private module: if a scikit-learn release moves it, use the estimator
+    dbscan_inner = None
+
 from vireid.clustering.jaccard import jaccard_distance
 from vireid.errors import ConfigError
 
@@ -44,6 +49,10 @@ def dbscan_labels(distance: sp.spmatrix, eps: float, min_samples: int = 4) -> np
     distance 1.0, i.e. never a neighbour, which is why `eps` must be below 1. Returns (N,) int64
     labels, -1 = outlier, clusters renumbered 0..C-1 in order of their first sample (sklearn numbers
     them by their first core sample, which a lower-indexed border sample may precede).
+
+    The labels are the estimator's: its inner loop runs on neighbourhoods cut from the CSR arrays
+    directly, which skips the row sorting and per-row splitting around it (20,000 samples x 41
+    entries: 0.40 s -> 0.11 s on a busy 2-core CPU), time that would dwarf a GPU kNN search.
     """
     if not sp.issparse(distance) or distance.ndim != 2 or distance.shape[0] != distance.shape[1]:
         raise ValueError(f"dbscan_labels expects a square sparse distance matrix, got {type(distance).__name__}")
@@ -54,8 +63,15 @@ def dbscan_labels(distance: sp.spmatrix, eps: float, min_samples: int = 4) -> np
         )
     if min_samples < 1:
         raise ConfigError(f"DBSCAN min_samples={min_samples}: expected a positive integer (cluster min_samples)")
-    graph = _sorted_by_distance(sp.csr_matrix(distance))
-    raw = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(graph).labels_
+    graph = sp.csr_matrix(distance)
+    if graph.nnz and graph.data.min() < 0:
+        raise ValueError("dbscan_labels: distances must be non-negative")
+    if dbscan_inner is None:
+        raw = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit(_sorted_by_distance(graph)).labels_
+        return _number_by_first_occurrence(raw)
+    neighbourhoods, sizes = _eps_neighbourhoods(graph, eps)
+    raw = np.full(graph.shape[0], -1, dtype=np.intp)
+    dbscan_inner((sizes >= min_samples).astype(np.uint8), neighbourhoods, raw)
     return _number_by_first_occurrence(raw)
 
 
@@ -100,6 +116,33 @@ def cluster(
     return result
 
 
+def _eps_neighbourhoods(graph: sp.csr_matrix, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) object array of row i's stored columns with distance <= eps, as the estimator finds
+    them, and (N,) their sizes.
+
+    Like the estimator, a sample whose diagonal entry is not stored counts as its own neighbour
+    (distance 0). The order inside a neighbourhood does not change DBSCAN's labels: a cluster is
+    grown to completion before the next one starts, whatever order its members are visited in.
+    """
+    n = graph.shape[0]
+    ptr, cols = graph.indptr, graph.indices
+    within = graph.data <= eps  # compared in the data's own dtype, as the estimator does
+    rows = np.repeat(np.arange(n, dtype=cols.dtype), np.diff(ptr))
+    missing = np.ones(n, dtype=bool)
+    missing[rows[cols == rows]] = False
+    if missing.any():
+        extra = np.flatnonzero(missing).astype(cols.dtype)
+        rows, cols = np.concatenate([rows, extra]), np.concatenate([cols, extra])
+        order = np.argsort(rows, kind="stable")
+        cols, within = cols[order], np.concatenate([within, np.ones(extra.size, dtype=bool)])[order]
+        ptr = np.concatenate(([0], np.cumsum(np.bincount(rows, minlength=n))))
+    members = cols[within].astype(np.intp)
+    bounds = np.concatenate(([0], np.cumsum(within)))[ptr].tolist()  # row pointers of `members`
+    out = np.empty(n, dtype=object)
+    out[:] = [members[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+    return out, np.diff(bounds)
+
+
 def _sorted_by_distance(graph: sp.csr_matrix) -> sp.csr_matrix:
     """Each row's entries ordered by increasing distance, as sklearn wants its precomputed graphs.
 
@@ -109,8 +152,6 @@ def _sorted_by_distance(graph: sp.csr_matrix) -> sp.csr_matrix:
     """
     if graph.nnz == 0:
         return graph
-    if graph.data.min() < 0:
-        raise ValueError("dbscan_labels: distances must be non-negative")
     rows = np.repeat(np.arange(graph.shape[0], dtype=np.int64), np.diff(graph.indptr))
     bits = np.abs(graph.data.astype(np.float32)).view(np.int32).astype(np.int64)  # abs: -0.0 -> +0.0
     keys = (rows << 32) | bits

@@ -14,6 +14,11 @@ every step is a sparse-matrix or flat-array operation over all samples at once:
   l >= i sharing column j yields one term; the terms of a block of rows are summed per (i, l) by a
   sparse product with a 0/1 row-indicator matrix (no sort); blocks are sized so that at most
   `_TERMS_PER_BLOCK` terms exist at once.
+
+That is the "scipy" backend, on the host. The "torch" backend (`jaccard_torch.py`) computes the same
+result with torch sorts, binary searches and segment sums on the features' device, so CUDA features
+stay on the GPU until the finished matrix is copied back; "auto" (the default) picks it for CUDA
+features only, as on a CPU scipy's sparse products are the faster of the two.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from vireid.clustering.jaccard_torch import jaccard_from_knn_torch
 from vireid.clustering.knn import knn_search
 from vireid.errors import ConfigError
 
@@ -31,6 +37,7 @@ __all__ = ["jaccard_distance", "jaccard_from_knn"]
 _TERMS_PER_BLOCK = 1 << 21  # (i, j, l) terms summed at once: bounds the min-sum working memory
 _ROWS_PER_PRODUCT = 1 << 15  # rows per chunk of the expansion-test product
 _DOT_FLOATS = 1 << 24  # gathered feature floats per chunk when computing distances outside R(i)
+_BACKENDS = ("auto", "scipy", "torch")
 
 
 def jaccard_distance(
@@ -40,6 +47,7 @@ def jaccard_distance(
     modalities: np.ndarray | None = None,
     block_size: int = 4096,
     progress: bool = False,
+    backend: str = "auto",
 ) -> sp.csr_matrix:
     """Sparse k-reciprocal Jaccard distances between all rows of `features` (N, D), L2-normalised.
 
@@ -48,14 +56,17 @@ def jaccard_distance(
     because DBSCAN counts stored entries as neighbours: never call `eliminate_zeros` on it. Only pairs
     sharing support in the expanded neighbourhoods are stored. `modalities` (N,) bool (True =
     infrared) selects the modality-balanced query expansion. The exact kNN search runs where the
-    features live (GPU for CUDA tensors) in blocks of `block_size` rows; the rest runs on the CPU.
+    features live (GPU for CUDA tensors) in blocks of `block_size` rows; the rest runs there too with
+    `backend="torch"`, on the CPU with "scipy"; "auto" = torch for CUDA features, else scipy.
     """
     feats = _as_features(features)
     n = feats.shape[0]
     _check_neighbourhood(n, k1, k2)
     width = _search_width(n, feats.shape[1], k1)
     knn_dist, knn_index = knn_search(feats, width, block_size=block_size, progress=progress)
-    return jaccard_from_knn(feats, knn_dist, knn_index, k1=k1, k2=k2, modalities=modalities, progress=progress)
+    return jaccard_from_knn(
+        feats, knn_dist, knn_index, k1=k1, k2=k2, modalities=modalities, progress=progress, backend=backend
+    )
 
 
 def jaccard_from_knn(
@@ -66,20 +77,24 @@ def jaccard_from_knn(
     k2: int = 6,
     modalities: np.ndarray | None = None,
     progress: bool = False,
+    backend: str = "auto",
 ) -> sp.csr_matrix:
     """`jaccard_distance` from a precomputed kNN search, so callers can reuse or time the search.
 
     `knn_distances`, `knn_indices` are (N, K) as returned by `knn_search`, K >= k1 (default k1 = K):
-    R(i) is the first k1 entries of row i; the others only serve as known distances.
+    R(i) is the first k1 entries of row i; the others only serve as known distances. `backend` as in
+    `jaccard_distance`, decided by where `features` live.
     """
     feats = _as_features(features)
-    searched = knn_indices.detach().cpu().numpy().astype(np.int64, copy=False)
-    n, width = searched.shape
+    n, width = knn_indices.shape
     k1 = width if k1 is None else k1
     if k1 > width:
         raise ValueError(f"jaccard_from_knn: k1={k1} but only {width} neighbours per row were searched")
     _check_neighbourhood(n, k1, k2)
     balanced = _check_modalities(modalities, n)
+    if _uses_torch(backend, feats.device):
+        return jaccard_from_knn_torch(feats, knn_distances, knn_indices, k1, k2, balanced, progress)
+    searched = knn_indices.detach().cpu().numpy().astype(np.int64, copy=False)
     sq_norms = (feats * feats).sum(dim=1).cpu().numpy().astype(np.float64)
     # d(i, j) = 2 - 2<f_i, f_j> = ||f_i - f_j||^2 + 2 - ||f_i||^2 - ||f_j||^2 for j in R(i)
     knn_d = knn_distances.detach().cpu().numpy().astype(np.float64)
@@ -105,6 +120,13 @@ def _search_width(n: int, dim: int, k1: int) -> int:
     200,000 x 128 does not.
     """
     return min(n, 2 * k1) if 2 * k1 * dim > n else k1
+
+
+def _uses_torch(backend: str, device: torch.device) -> bool:
+    """Whether the Jaccard pass runs in torch on `device` ("auto": only for CUDA features)."""
+    if backend not in _BACKENDS:
+        raise ConfigError(f"jaccard_distance: backend={backend!r}; expected one of {', '.join(_BACKENDS)}")
+    return backend == "torch" or (backend == "auto" and device.type == "cuda")
 
 
 def _as_features(features: torch.Tensor | np.ndarray) -> torch.Tensor:
