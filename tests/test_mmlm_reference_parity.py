@@ -34,7 +34,8 @@ def _planted(seed=0, visible=8, infrared=6):
     modes_v = F.normalize(torch.randn(visible, MODES, DIM, generator=gen), dim=2)
     pick_cluster = torch.randint(0, visible, (infrared, MODES), generator=gen)
     pick_mode = torch.randint(0, MODES, (infrared, MODES), generator=gen)
-    modes_r = F.normalize(modes_v[pick_cluster, pick_mode] + 0.35 * torch.randn(infrared, MODES, DIM, generator=gen), dim=2)
+    jitter = 0.35 * torch.randn(infrared, MODES, DIM, generator=gen)
+    modes_r = F.normalize(modes_v[pick_cluster, pick_mode] + jitter, dim=2)
 
     def samples(modes):
         count = modes.shape[0]

@@ -98,7 +98,8 @@ def test_reference_term_and_gradient_equal_the_released_formula(name):
     got, got_grad = _value_and_grad(ours, leaf)
     want, want_grad = _value_and_grad(lambda: _released(name, feat, logits, y_v, y_r, prob, protos), leaf)
     assert want != 0.0 and float(want_grad.norm()) > 0.0  # the batch exercises the term
-    assert got == pytest.approx(want, rel=RTOL), f"{name}: vireid {got:.6g}, released {want:.6g} (ratio {got / want:.4f})"
+    assert got == pytest.approx(want, rel=RTOL), \
+        f"{name}: vireid {got:.6g}, released {want:.6g} (ratio {got / want:.4f})"
     error = float((got_grad - want_grad).norm() / want_grad.norm())
     assert error <= RTOL, f"{name}: gradient differs by {error:.3g} relative (norm ratio " \
                           f"{float(got_grad.norm() / want_grad.norm()):.4f})"
