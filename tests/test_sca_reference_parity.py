@@ -107,7 +107,7 @@ def test_reference_term_and_gradient_equal_the_released_formula(name):
 
 def test_reference_warmup_is_the_plain_cross_entropy():
     """Released warm-up epochs (main.py:299-319): nn.CrossEntropyLoss on the three parts, nothing else."""
-    feat, logits, y_v, y_r, _, protos = _batch(seed=1)
+    feat, logits, y_v, y_r, _, _ = _batch(seed=1)
     ones = torch.ones(logits.shape[0])
     terms = vireid_terms(_model_output(feat, logits), y_v, y_r, ones, None, 0)
     assert sorted(terms) == ["wce"]
