@@ -17,6 +17,8 @@ def reference_ranking(distmat, q_pids, g_pids, q_camids, g_camids, protocol, max
         for j in order:
             if protocol == "sysu" and q_camids[i] == 3 and g_camids[j] == 2:
                 continue
+            if protocol == "llcm" and g_pids[j] == q_pids[i] and g_camids[j] == q_camids[i]:
+                continue
             listed.append(j)
         match = [g_pids[j] == q_pids[i] for j in listed]
         if not any(match):
@@ -69,6 +71,19 @@ def test_random_cases_match_per_query_loop(protocol, quantise):
         case = random_case(seed, num_q=37, num_g=53, num_pids=9, quantise=quantise)
         expected = reference_ranking(*case, protocol=protocol, max_rank=20)
         assert_same(evaluate_ranking(*case, protocol=protocol, max_rank=20), expected)
+
+
+@pytest.mark.parametrize("quantise", [None, 4])
+def test_llcm_cases_with_shared_cameras_match_per_query_loop(quantise, monkeypatch):
+    import vireid.evaluation.metrics as metrics
+
+    monkeypatch.setattr(metrics, "_BLOCK_PAIRS", 9 * 53)  # 9 queries per block
+    for seed in range(3):
+        dist, q_pids, g_pids, _, _ = random_case(seed, num_q=37, num_g=53, num_pids=9, quantise=quantise)
+        rng = np.random.default_rng(100 + seed)
+        q_cams, g_cams = rng.integers(1, 4, len(q_pids)), rng.integers(1, 4, len(g_pids))  # cameras 1-3 in both
+        case = (dist, q_pids, g_pids, q_cams, g_cams)
+        assert_same(metrics.evaluate_ranking(*case, protocol="llcm"), reference_ranking(*case, "llcm"))
 
 
 def test_many_query_blocks_match_loop(monkeypatch):

@@ -17,7 +17,8 @@ def loop_metrics(query_feats, gallery_feats, q_pids, g_pids, q_cams, g_cams, pro
     firsts, aps, inps = [], [], []
     for i in range(len(q_pids)):
         listed = [j for j in np.argsort(dist[i], kind="stable")
-                  if not (protocol == "sysu" and q_cams[i] == 3 and g_cams[j] == 2)]
+                  if not (protocol == "sysu" and q_cams[i] == 3 and g_cams[j] == 2)
+                  and not (protocol == "llcm" and g_pids[j] == q_pids[i] and g_cams[j] == q_cams[i])]
         hits = [k for k, j in enumerate(listed, start=1) if g_pids[j] == q_pids[i]]
         if not hits:
             continue

@@ -39,6 +39,7 @@ class LLCM:
     - `query(direction)`: every test image of the query modality, by pid, camera, file name.
     - `gallery(direction, trial)`: one random image per (test pid, camera) of the other modality,
       drawn like SYSU-MM01's single-shot gallery with a private `random.Random(trial)`.
+    - `evaluation_splits(trials)`: which of these lists ranks which, per the authors' released test.
     pid and camid of test images come from their folders. Sample paths are absolute.
     """
 
@@ -106,9 +107,19 @@ class LLCM:
         return chosen
 
     def evaluation_splits(self, trials: int = 10) -> Splits:
-        """(query, gallery) per trial 0..trials-1 for both directions."""
+        """(ranking queries, ranked list) per trial 0..trials-1 for both directions, as the LLCM
+        authors' released test computes the published numbers.
+
+        infrared-to-visible: every infrared image ranks the trial's drawn visible images.
+        visible-to-infrared: the released test draws the infrared images and then ranks the visible
+        images *for each drawn infrared image* (its distance matrix is gallery x query), so here
+        the trial's drawn infrared images are the queries and every visible image is ranked.
+        """
         check_trials(trials)
-        return {d: [(self.query(d), self.gallery(d, t)) for t in range(trials)] for d in DIRECTIONS}
+        every = {d: self.query(d) for d in DIRECTIONS}
+        drawn = {d: [self.gallery(d, t) for t in range(trials)] for d in DIRECTIONS}
+        return {"infrared-to-visible": [(every["infrared-to-visible"], g) for g in drawn["infrared-to-visible"]],
+                "visible-to-infrared": [(g, every["visible-to-infrared"]) for g in drawn["visible-to-infrared"]]}
 
     def statistics(self) -> dict:
         """Ids, images and images per camera for each modality of train, test and trial-0 galleries."""

@@ -66,8 +66,9 @@ def evaluate_ranking(
       CMC is computed on the ranked list with repeated pids removed (first occurrence kept), as in
       the protocol's released code; mAP and mINP on the full list after the removal.
     - "regdb": no removal; CMC on the full ranked list.
-    - "llcm": no removal; CMC on the pid-deduplicated list like "sysu". METHOD is silent on LLCM's
-      CMC; its gallery is sampled per (pid, camera) the same way as SYSU-MM01's, so we follow SYSU.
+    - "llcm": gallery entries with the query's pid *and* camera are removed (camids needed); CMC on
+      the pid-deduplicated list like "sysu", mAP and mINP on the full list after the removal, as in
+      the LLCM authors' released `eval_llcm` (an LLCM camera records both modalities).
     Queries without any match are skipped. If max_rank exceeds the list length, the CMC is padded
     with its last value (a query with a match counts 1 from its first match on).
     """
@@ -89,15 +90,19 @@ def evaluate_ranking(
         raise ValueError(f"no valid query: distmat has shape {tuple(dist.shape)}")
     q_cam3 = torch.zeros(num_q, dtype=torch.bool, device=device)
     g_cam2 = torch.zeros(num_g, dtype=torch.bool, device=device)
+    same_camera = None
+    if protocol in ("sysu", "llcm") and (q_camids is None or g_camids is None):
+        rule = "cam3 queries ignore cam2 gallery" if protocol == "sysu" else "same-pid same-camera entries are removed"
+        raise ValueError(f"protocol {protocol!r} needs q_camids and g_camids ({rule})")
     if protocol == "sysu":
-        if q_camids is None or g_camids is None:
-            raise ValueError("protocol 'sysu' needs q_camids and g_camids (cam3 queries ignore cam2 gallery)")
         q_cam3 = _as_ids(q_camids, "q_camids", num_q, device) == 3
         g_cam2 = _as_ids(g_camids, "g_camids", num_g, device) == 2
+    elif protocol == "llcm":
+        same_camera = (_as_ids(q_camids, "q_camids", num_q, device), _as_ids(g_camids, "g_camids", num_g, device))
     with _single_threaded(device):
         if not bool(torch.isfinite(dist.sum())) and not bool(torch.isfinite(dist).all()):
             raise ValueError("distmat contains NaN or infinite distances")
-        first_rank, ap, inp = _rank_all(dist, q_pid, g_pid, q_cam3, g_cam2, dedup=protocol != "regdb")
+        first_rank, ap, inp = _rank_all(dist, q_pid, g_pid, q_cam3, g_cam2, same_camera, dedup=protocol != "regdb")
     num_valid = len(first_rank)
     if num_valid == 0:
         raise ValueError(f"no valid query: none of the {num_q} queries has a match in the gallery "
@@ -113,19 +118,24 @@ def _rank_all(
     g_pid: torch.Tensor,
     q_cam3: torch.Tensor,
     g_cam2: torch.Tensor,
+    same_camera: tuple[torch.Tensor, torch.Tensor] | None,
     dedup: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """First-match rank, AP and INP of the valid queries (CPU tensors), by blocks of queries."""
+    """First-match rank, AP and INP of the valid queries (CPU tensors), by blocks of queries.
+
+    `same_camera` = (query camids (Q,), gallery camids (G,)) removes each query's matches in its own
+    camera; None keeps them.
+    """
     g_unique, g_code = torch.unique(g_pid, return_inverse=True)
     spot = torch.searchsorted(g_unique, q_pid).clamp(max=len(g_unique) - 1)
     q_code = torch.where(g_unique[spot] == q_pid, spot, torch.full_like(spot, -1))
     members = _members_by_pid(g_code, len(g_unique))
     block = max(1, _BLOCK_PAIRS // dist.shape[1])
-    parts = [
-        _rank_block(dist[s:s + block], q_code[s:s + block], q_cam3[s:s + block], g_code, g_cam2,
-                    members, len(g_unique), dedup)
-        for s in range(0, dist.shape[0], block)
-    ]
+    parts = []
+    for s in range(0, dist.shape[0], block):
+        cameras = None if same_camera is None else (same_camera[0][s:s + block], same_camera[1])
+        parts.append(_rank_block(dist[s:s + block], q_code[s:s + block], q_cam3[s:s + block], g_code, g_cam2,
+                                 cameras, members, len(g_unique), dedup))
     return tuple(torch.cat([p[i] for p in parts]).cpu() for i in range(3))  # type: ignore[return-value]
 
 
@@ -175,6 +185,7 @@ def _rank_block(
     q_cam3: torch.Tensor,
     g_code: torch.Tensor,
     g_cam2: torch.Tensor,
+    same_camera: tuple[torch.Tensor, torch.Tensor] | None,
     members: torch.Tensor,
     num_pids: int,
     dedup: bool,
@@ -182,20 +193,24 @@ def _rank_block(
     """First-match rank, AP and INP (each (V,)) of the V valid queries of a block of B queries.
 
     `dist` (B, G) contiguous. A query's ranked list is the gallery sorted by (distance, index)
-    without the excluded entries (cam2 for a cam3 query). Only the query's matches are sorted.
+    without the excluded entries (cam2 for a cam3 query; with `same_camera` = (query camids (B,),
+    gallery camids (G,)), the query's matches in its own camera). Only the query's matches are sorted.
     Entries ranked after the last match change nothing, so only the other entries up to the last
     match's distance are gathered; each gets its bucket, the number of matches ranked before it,
     and the position of sorted match m is m + 1 + (number of those entries with bucket <= m).
     """
     device = dist.device
     idx = members[q_code.clamp(min=0)]  # (B, M) the query's matches in gallery order, -1 padded
-    listed = (idx >= 0) & (q_code >= 0)[:, None]
+    member = (idx >= 0) & (q_code >= 0)[:, None]
     idx = idx.clamp(min=0)
-    listed &= ~(q_cam3[:, None] & g_cam2[idx])
+    listed = member & ~(q_cam3[:, None] & g_cam2[idx])
+    if same_camera is not None:
+        listed &= same_camera[1][idx] != same_camera[0][:, None]
     n_match = listed.sum(1)
     valid = n_match > 0
     if not bool(valid.all()):
-        dist, idx, listed, n_match, q_cam3 = dist[valid], idx[valid], listed[valid], n_match[valid], q_cam3[valid]
+        dist, idx, member, listed, n_match, q_cam3 = (dist[valid], idx[valid], member[valid], listed[valid],
+                                                      n_match[valid], q_cam3[valid])
     num, m_max = idx.shape
     if num == 0:
         empty = torch.empty(0, device=device)
@@ -207,10 +222,11 @@ def _rank_block(
     tj = idx.gather(1, perm)
     listed = torch.arange(m_max, device=device)[None, :] < n_match[:, None]
 
-    # the entries that can rank before a match: not behind the last one, not matches, not excluded
+    # the entries that can rank before a match: not behind the last one, not of the query's pid
+    # (listed matches are placed below; removed ones are in no list), not excluded
     num_g = dist.shape[1]
     drop = torch.zeros(num, num_g + 1, dtype=torch.bool, device=device)
-    drop.scatter_(1, torch.where(listed, tj, num_g), True)
+    drop.scatter_(1, torch.where(member, idx, num_g), True)
     (cam3,), (cam2,) = q_cam3.nonzero(as_tuple=True), g_cam2.nonzero(as_tuple=True)
     if len(cam3) and len(cam2):
         drop[cam3[:, None], cam2[None, :]] = True
