@@ -26,11 +26,40 @@ from vireid.errors import ImageReadError
 CACHE_VERSION = 1
 
 
+# PIL modes of 16-bit greyscale images (PNG and TIFF thermal images); `convert` would clip them at 255.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# Modes with an alpha channel, whose colour under transparent pixels is undefined.
+ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+
+
+def as_rgb8(im: Image.Image) -> Image.Image:
+    """`im` as an 8-bit RGB image, whatever its mode.
+
+    - 16-bit grey ("I;16", "I;16B", ...) is scaled by its bit depth (v * 255 / 65535, rounded),
+      not clipped; 32-bit grey ("I", which older Pillow also gives for 16-bit PNGs) the same way,
+      taken as 16-bit when no value exceeds 65535, else as 31-bit; negative values become 0.
+    - Transparency (RGBA, LA, a palette or grey/RGB image with a transparent colour) is composited
+      over black, so hidden colours under transparent pixels cannot leak into features.
+    - Everything else (L, 1, P, CMYK, YCbCr, ...) is Pillow's own conversion.
+    """
+    if im.mode in SIXTEEN_BIT_MODES or im.mode == "I":
+        grey = np.asarray(im).astype(np.int64)
+        full = 65535 if im.mode != "I" or grey.max(initial=0) <= 65535 else 2**31 - 1
+        grey = (np.clip(grey, 0, None) * 255 + full // 2) // full
+        return Image.fromarray(grey.astype(np.uint8)).convert("RGB")
+    if im.mode in ALPHA_MODES or "transparency" in im.info:
+        rgba = np.asarray(im.convert("RGBA")).astype(np.uint16)
+        rgb = (rgba[..., :3] * rgba[..., 3:] + 127) // 255
+        return Image.fromarray(rgb.astype(np.uint8))
+    return im.convert("RGB")
+
+
 def decode_image(path: str, height: int, width: int) -> np.ndarray:
-    """Read one image as RGB (grey IR images get 3 equal channels), Lanczos-resized: uint8 (height, width, 3)."""
+    """Read one image as 8-bit RGB (`as_rgb8`: grey IR images get 3 equal channels, 16-bit ones are
+    scaled), Lanczos-resized: uint8 (height, width, 3)."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = as_rgb8(im)
             if im.size != (width, height):
                 im = im.resize((width, height), Image.Resampling.LANCZOS)
             return np.asarray(im)
