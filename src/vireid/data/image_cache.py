@@ -154,7 +154,10 @@ def load_images(
         _decode_into(out, paths, height, width, progress, f"decoding {key} images")
         out.flush()
         del out
-        tmp_meta.write_text(json.dumps({**meta, "prefix": _prefix(key)}, indent=1))
+        try:
+            tmp_meta.write_text(json.dumps({**meta, "prefix": _prefix(key)}, indent=1))
+        except OSError as err:
+            raise _unwritable(cache_dir, err) from None
         with folder_lock(cache_dir, exclusive=True):
             os.replace(tmp_data, data_path)
             os.replace(tmp_meta, data_path.with_suffix(".json"))
@@ -183,14 +186,18 @@ def _cache_folder(cache_dir: str | Path) -> Path:
     return folder
 
 
+def _unwritable(cache_dir: Path, err: OSError) -> ConfigError:
+    return ConfigError(f"cannot write the image cache in {cache_dir} ({err.strerror or err}); "
+                       f"set {CACHE_SETTING} to a writable folder")
+
+
 def _allocate(path: Path, nbytes: int, cache_dir: Path) -> None:
     """Create `path` with `nbytes` reserved on disk, so a full disk is an error now rather than a
     crash (SIGBUS) while decoding into the memory map."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as err:
-        raise ConfigError(f"cannot write the image cache in {cache_dir} ({err.strerror or err}); "
-                          f"set {CACHE_SETTING} to a writable folder") from None
+        raise _unwritable(cache_dir, err) from None
     try:
         _reserve(fd, nbytes)
     except OSError as err:
