@@ -175,3 +175,56 @@ def test_feature_file_not_found_or_not_npz(tmp_path):
 def test_feature_file_unknown_protocol(tmp_path):
     with pytest.raises(ConfigError, match="unknown evaluation protocol"):
         evaluate_feature_file(write_features(tmp_path / "f.npz"), "market1501")
+
+
+@pytest.mark.parametrize("side", ["query", "gallery"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1e300])   # 1e300 overflows the float32 the metrics use
+def test_feature_file_with_non_finite_features_names_the_file_array_and_row(tmp_path, side, bad):
+    feats = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=np.float64)[: 2 if side == "query" else 3]
+    feats[1, 0] = bad
+    path = write_features(tmp_path / "f.npz", **{f"{side}_features": feats})
+    with pytest.raises(FeatureFileError) as err:
+        evaluate_feature_file(path, "regdb")
+    message = str(err.value)
+    assert str(path) in message and f"{side}_features" in message and "1 of" in message and "row 1" in message
+
+
+@pytest.mark.parametrize("side", ["query", "gallery"])
+def test_feature_file_with_an_empty_side_names_the_file_and_array(tmp_path, side):
+    path = write_features(tmp_path / "f.npz", **{f"{side}_features": np.zeros((0, 2), dtype=np.float32),
+                                                 f"{side}_pids": np.zeros(0, dtype=np.int64),
+                                                 f"{side}_camids": np.zeros(0, dtype=np.int64)})
+    with pytest.raises(FeatureFileError, match=rf"{path}: {side}_features has no rows"):
+        evaluate_feature_file(path, "regdb")
+
+
+def test_feature_file_without_any_matching_query_names_the_file(tmp_path):
+    path = write_features(tmp_path / "f.npz", query_pids=np.array([7, 8]))
+    with pytest.raises(FeatureFileError, match=rf"{path}: none of the 2 queries has a gallery feature with its pid"):
+        evaluate_feature_file(path, "regdb")
+
+
+def test_feature_file_whose_only_matches_are_excluded_by_the_sysu_camera_rule(tmp_path):
+    # both queries come from cam3 and each one's pid is only in the cam2 gallery, which cam3 ignores
+    path = write_features(tmp_path / "f.npz", query_camids=np.array([3, 3]), gallery_camids=np.array([2, 2, 2]))
+    with pytest.raises(FeatureFileError, match="cam3 queries do not count cam2"):
+        evaluate_feature_file(path, "sysu")
+    assert evaluate_feature_file(path, "regdb")["rank1"] == 1.0   # no camera rule: the same file is fine
+
+
+def test_feature_file_with_one_matching_query_is_scored_on_it(tmp_path):
+    # query 1's pid (9) is absent from the gallery: it is skipped, query 0 alone is scored
+    path = write_features(tmp_path / "f.npz", query_pids=np.array([1, 9]))
+    result = evaluate_feature_file(path, "regdb")
+    assert result["mAP"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+@pytest.mark.parametrize("change", [dict(query_features=np.array([[np.nan, 0.0], [0.0, 1.0]])),
+                                    dict(gallery_pids=np.array([5, 5, 6]))])
+def test_evaluate_command_reports_a_bad_feature_file_in_one_line(tmp_path, capsys, change):
+    from vireid.cli import main
+
+    path = write_features(tmp_path / "f.npz", **change)
+    assert main(["evaluate", "--features", str(path), "--protocol", "regdb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "Traceback" not in err

@@ -432,3 +432,123 @@ def test_open_dataset_unknown_name_lists_the_valid_ones(sysu_root):
     with pytest.raises(VireidError) as err:
         open_dataset("market1501", sysu_root)
     assert all(name in str(err.value) for name in ("sysu", "regdb", "llcm", "market1501"))
+
+
+# ---------------------------------------------------------------- data checks shared by the readers
+def test_sysu_id_in_a_training_list_and_the_test_list_is_named_as_leakage(sysu_root):
+    (sysu_root / "exp" / "train_id.txt").write_text("1,2,5")
+    (sysu_root / "exp" / "val_id.txt").write_text("3,7")
+    with pytest.raises(DatasetLayoutError) as err:
+        SYSUMM01(sysu_root)
+    message = str(err.value)
+    assert "leakage" in message
+    assert "5 in both exp/train_id.txt and exp/test_id.txt" in message
+    assert "7 in both exp/val_id.txt and exp/test_id.txt" in message
+
+
+def test_sysu_listed_ids_without_images_are_warned_about_and_counted_alike(sysu_root, caplog):
+    # id 8 is listed for training and id 12 for testing, but no camera holds a folder for either
+    (sysu_root / "exp" / "train_id.txt").write_text("1,2,8")
+    (sysu_root / "exp" / "test_id.txt").write_text("7,4,5,6,12")
+    with caplog.at_level("WARNING", logger="vireid"):
+        data = SYSUMM01(sysu_root)
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "exp/train_id.txt: 8" in warned and "exp/test_id.txt: 12" in warned
+    assert data.train_ids == [1, 2, 3] and data.test_ids == [4, 5, 6, 7]
+    header = data.describe().splitlines()[0]
+    # the header counts the ids the table counts: the distinct pids of the training and test samples
+    assert "3 training ids" in header and "4 test ids" in header
+    assert len({s.pid for s in data.train}) == 3
+    assert {s.pid for s in data.query()} | {s.pid for s in data.gallery("all", 0, 10)} == {4, 5, 6, 7}
+    assert "exp/train_id.txt: 8" in header and "exp/test_id.txt: 12" in header
+
+
+def test_a_complete_sysu_root_logs_no_warning(sysu_root, caplog):
+    with caplog.at_level("WARNING", logger="vireid"):
+        SYSUMM01(sysu_root)
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
+def test_a_root_that_does_not_exist_says_so(tmp_path, name):
+    with pytest.raises(DatasetLayoutError) as err:
+        open_dataset(name, tmp_path / "typo")
+    message = str(err.value)
+    assert f"{tmp_path / 'typo'} does not exist" in message and "is not a" not in message
+
+
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
+def test_a_root_that_is_a_file_says_so(tmp_path, name):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetLayoutError, match="is not a folder"):
+        open_dataset(name, tmp_path / "file")
+
+
+@pytest.mark.parametrize("name", ["sysu", "regdb", "llcm"])
+@pytest.mark.parametrize("root", ["", "  "])
+def test_an_empty_root_is_refused_rather_than_read_as_the_current_folder(sysu_root, monkeypatch, name, root):
+    monkeypatch.chdir(sysu_root)  # a valid SYSU-MM01 root: "" must not silently mean it
+    with pytest.raises(ConfigError, match="root is empty"):
+        open_dataset(name, root)
+
+
+def test_regdb_person_folder_in_train_and_test_is_named_as_leakage(regdb_root):
+    # trial 1 trains on people 1, 2 and tests on 3; list person 2's visible folder for testing too
+    index = regdb_root / "idx" / "test_visible_1.txt"
+    index.write_text(index.read_text() + "Visible/2/v2_1.bmp 1\n")
+    with pytest.raises(DatasetLayoutError) as err:
+        RegDB(regdb_root, trial=1)
+    message = str(err.value)
+    assert "leakage" in message
+    assert f"{os.path.join('Visible', '2')} in both idx/train_visible_1.txt and idx/test_visible_1.txt" in message
+
+
+def test_regdb_the_same_image_in_train_and_test_is_leakage_without_person_folders(tmp_path):
+    root = tmp_path / "flat"
+    _images(root / "Visible", ["a.bmp", "b.bmp"])
+    _images(root / "Thermal", ["c.bmp", "d.bmp"])
+    (root / "idx").mkdir()
+    for split, (vis, the) in {"train": ("a", "c"), "test": ("b", "d")}.items():
+        (root / "idx" / f"{split}_visible_1.txt").write_text(f"Visible/{vis}.bmp 0\n")
+        (root / "idx" / f"{split}_thermal_1.txt").write_text(f"Thermal/{the}.bmp 0\n")
+    assert len(RegDB(root, trial=1).train) == 2  # flat folders and equal labels are not leakage
+    (root / "idx" / "test_thermal_1.txt").write_text("Thermal/c.bmp 0\n")
+    with pytest.raises(DatasetLayoutError, match=r"Thermal.c\.bmp in both idx/train_thermal_1.txt"):
+        RegDB(root, trial=1)
+
+
+def test_regdb_test_labels_numbered_from_zero_again_are_not_leakage(regdb_root):
+    # the published index files number the people of each split from 0; folders tell people apart
+    for name in ("visible", "thermal"):
+        index = regdb_root / "idx" / f"test_{name}_1.txt"
+        index.write_text(index.read_text().replace(" 2\n", " 0\n"))
+    data = RegDB(regdb_root, trial=1)
+    assert {s.pid for s in data.query()} == {0} and {s.pid for s in data.train} == {0, 1}
+
+
+def test_llcm_training_person_folder_that_is_a_test_id_is_named_as_leakage(llcm_root):
+    # training images of person folder 0008 (label 5), while 8 is a test id
+    _images(llcm_root / "train_nir" / "cam4" / "0008", ["e.jpg"])
+    index = llcm_root / "idx" / "train_nir.txt"
+    index.write_text(index.read_text() + "train_nir/cam4/0008/e.jpg 5\n")
+    with pytest.raises(DatasetLayoutError) as err:
+        LLCM(llcm_root)
+    assert "person folder(s) 8 in both idx/train_nir.txt and idx/test_id.txt" in str(err.value)
+
+
+def test_llcm_training_labels_equal_to_test_ids_are_not_leakage(llcm_root):
+    # labels are the training split's own numbering (0, 1, ...); only person folders name people
+    index = llcm_root / "idx" / "train_vis.txt"
+    index.write_text(index.read_text().replace("c.jpg 1", "c.jpg 7"))
+    assert {s.pid for s in LLCM(llcm_root).train} == {0, 7}
+
+
+def test_llcm_test_ids_without_images_are_warned_about_and_left_out(llcm_root, caplog):
+    (llcm_root / "idx" / "test_id.txt").write_text("9,7,8,30")
+    with caplog.at_level("WARNING", logger="vireid"):
+        data = LLCM(llcm_root)
+    assert any("idx/test_id.txt: 30" in r.getMessage() for r in caplog.records)
+    assert data.test_ids == [7, 8, 9]
+    header = data.describe().splitlines()[0]
+    assert "3 test ids" in header and "idx/test_id.txt: 30" in header
+    assert {s.pid for d in ("visible-to-infrared", "infrared-to-visible") for s in data.query(d)} == {7, 8, 9}

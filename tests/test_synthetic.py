@@ -138,15 +138,21 @@ def test_same_seed_gives_identical_bytes_even_with_workers(tmp_path):
     assert images and all(bytes_a[k] != bytes_c[k] for k in images)
 
 
-def test_same_parameters_reuse_the_root_and_new_ones_replace_it(tmp_path):
+def test_same_parameters_reuse_the_root_and_new_ones_replace_it_only_when_forced(tmp_path):
     root = generate_synthetic(tmp_path / "d", ids=6, images_per_camera=1, **SMALL)
     stamp = (root / "synthetic.json").stat().st_mtime_ns
     generate_synthetic(root, ids=6, images_per_camera=1, **SMALL)
     assert (root / "synthetic.json").stat().st_mtime_ns == stamp
-    generate_synthetic(root, ids=3, images_per_camera=1, **SMALL)
+    before = _tree_bytes(root)
+    with pytest.raises(DatasetLayoutError) as err:
+        generate_synthetic(root, ids=3, images_per_camera=1, **SMALL)
+    assert "ids: 6 -> 3" in str(err.value) and "--force" in str(err.value)
+    assert _tree_bytes(root) == before, "a refused replacement must leave the dataset as it was"
+    generate_synthetic(root, ids=3, images_per_camera=1, overwrite=True, **SMALL)
     pids = {p.name for cam in VISIBLE_CAMS + INFRARED_CAMS for p in (root / cam).glob("*")}
     assert pids <= {"0001", "0002", "0003"}, "stale people from the larger run must be gone"
     assert read_synthetic_info(root)["ids"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"], "no temporary folder is left beside it"
 
 
 def test_refuses_to_write_into_a_folder_with_other_data(tmp_path):
@@ -293,3 +299,80 @@ def test_regdb_reader_loads_the_synthetic_root(regdb):
     lines = (regdb / "idx" / "train_visible_1.txt").read_text().splitlines()
     lines += (regdb / "idx" / "train_thermal_1.txt").read_text().splitlines()
     assert len(data.train) == len(lines)
+
+
+# ---------------------------------------------------------------- writing safely
+def _interrupt_after_first_batch(monkeypatch):
+    """Make the image writer stop like Ctrl-C once one batch of images is on disk."""
+    from vireid.data import synthetic
+
+    real, calls = synthetic._write_images, []
+
+    def writer(*args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(synthetic, "_write_images", writer)
+    return calls
+
+
+def test_an_interrupted_run_leaves_nothing_that_blocks_the_next(tmp_path, monkeypatch):
+    calls = _interrupt_after_first_batch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic(tmp_path / "d", ids=6, images_per_camera=3, **SMALL)
+    assert calls and Path(calls[0]) != tmp_path / "d", "images are drawn into a temporary folder"
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    root = generate_synthetic(tmp_path / "d", ids=6, images_per_camera=3, **SMALL)
+    assert read_synthetic_info(root)["ids"] == 6
+
+
+def test_an_interrupted_replacement_keeps_the_previous_dataset_whole(tmp_path, monkeypatch):
+    root = generate_synthetic(tmp_path / "d", ids=4, images_per_camera=2, **SMALL)
+    before = _tree_bytes(root)
+    _interrupt_after_first_batch(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        generate_synthetic(root, ids=7, images_per_camera=2, overwrite=True, **SMALL)
+    assert _tree_bytes(root) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_temporary_folders_of_ended_runs_are_removed_and_those_of_live_runs_kept(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    host = socket.gethostname()
+    dead = tmp_path / f"d.partial-{host}-{ended}-00000000"
+    live = tmp_path / f"d.partial-{host}-{os.getpid()}-00000000"
+    for folder in (dead, live):
+        (folder / "cam1").mkdir(parents=True)
+    generate_synthetic(tmp_path / "d", ids=3, images_per_camera=1, **SMALL)
+    assert not dead.exists() and live.exists()
+
+
+def test_a_symbolic_link_to_a_folder_stays_a_link(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real", target_is_directory=True)
+    generate_synthetic(tmp_path / "link", ids=3, images_per_camera=1, **SMALL)
+    assert (tmp_path / "link").is_symlink() and read_synthetic_info(tmp_path / "real")["ids"] == 3
+
+
+def test_synth_command_refuses_other_parameters_in_one_line_and_replaces_with_force(tmp_path, capsys):
+    from vireid.cli import main
+
+    out = str(tmp_path / "d")
+    common = ["synth", "--out", out, "--height", "64", "--width", "32", "--images-per-camera", "1"]
+    assert main([*common, "--ids", "4"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--ids", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--force" in err and "ids: 4 -> 5" in err
+    assert read_synthetic_info(out)["ids"] == 4
+    assert main([*common, "--ids", "5", "--force"]) == 0
+    assert read_synthetic_info(out)["ids"] == 5

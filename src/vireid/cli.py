@@ -76,7 +76,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     out = generate_synthetic(args.out, layout=args.layout, ids=args.ids,
                              images_per_camera=args.images_per_camera, height=args.height,
                              width=args.width, seed=args.seed, workers=args.workers,
-                             test_fraction=args.test_fraction)
+                             test_fraction=args.test_fraction, overwrite=args.force)
     print(f"wrote a synthetic {args.layout} dataset to {out}")
     if args.contact_sheet:
         from vireid.data.synthetic import contact_sheet
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1, help="processes drawing images")
+    p.add_argument("--force", action="store_true", help="replace a synthetic dataset in --out made with other parameters")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("train", help="train CMC -> MMLM -> SCA on a dataset and evaluate")

@@ -18,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from vireid.config import Config
+from vireid.data.image_cache import as_rgb8
 from vireid.data.records import MODALITIES
 from vireid.data.transforms import normalize_images
 from vireid.engine.device import autocast, select_device
@@ -32,12 +33,12 @@ def _as_float_chw(item: ImageLike, height: int, width: int) -> torch.Tensor:
     if isinstance(item, (str, Path)):
         try:
             with Image.open(item) as img:
-                item = img.convert("RGB")
+                item = as_rgb8(img)
                 item.load()
         except (OSError, ValueError) as err:
             raise ImageReadError(f"cannot read image {item}: {err}") from None
     if isinstance(item, Image.Image):
-        item = np.array(item.convert("RGB"))  # a writable copy
+        item = np.array(as_rgb8(item))  # a writable copy
     if isinstance(item, np.ndarray):
         if item.dtype != np.uint8:
             raise VireidError(f"image arrays must be uint8 (H, W, 3) or (H, W), got {item.dtype} {item.shape}")

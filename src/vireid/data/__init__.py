@@ -18,6 +18,7 @@ __getattr__, __dir__ = lazy_exports(
         "contact_sheet": ".synthetic",
         "read_synthetic_info": ".synthetic",
         "load_images": ".image_cache",
+        "as_rgb8": ".image_cache",
         "build_train_transforms": ".transforms",
         "ClusterSampler": ".samplers",
         "IdentitySampler": ".samplers",

@@ -12,13 +12,15 @@ import re
 from pathlib import Path
 
 from vireid.data.records import INFRARED, VISIBLE, Sample
-from vireid.data.registry import (Splits, absolute_root, check_trials, format_statistics, image_files,
-                                  person_folders, read_id_list, read_index_file, split_statistics)
+from vireid.data.registry import (Splits, check_disjoint, check_trials, dataset_root, describe_ids_without_images,
+                                  format_statistics, image_files, person_folder_id, person_folders, read_id_list,
+                                  read_index_file, report_ids_without_images, split_statistics)
 from vireid.errors import ConfigError, DatasetLayoutError
 
 DIRECTIONS = ("visible-to-infrared", "infrared-to-visible")
 _TEST_DIR = {VISIBLE: "test_vis", INFRARED: "test_nir"}
 _TRAIN_FILE = {VISIBLE: "idx/train_vis.txt", INFRARED: "idx/train_nir.txt"}
+_TEST_ID_FILE = "idx/test_id.txt"
 LAYOUT = ("idx/train_vis.txt, idx/train_nir.txt ('relative/path label' lines), idx/test_id.txt, "
           "test_vis/camK/<pid>/*.jpg and test_nir/camK/<pid>/*.jpg")
 _CAMERA_IN_PATH = re.compile(r"cam(\d+)")
@@ -41,24 +43,36 @@ class LLCM:
       drawn like SYSU-MM01's single-shot gallery with a private `random.Random(trial)`.
     - `evaluation_splits(trials)`: which of these lists ranks which, per the authors' released test.
     pid and camid of test images come from their folders. Sample paths are absolute.
+
+    A training image in a numbered person folder (`.../0012/x.jpg`) whose number is a test id is
+    an error (train/test leakage); the training labels are not compared, since index files may
+    number people from 0 in each split. Test ids without any test image are left out
+    (`test_ids` holds the others), logged as a warning and named in `describe()`.
     """
 
     name = "llcm"
     metric_protocol = "llcm"
 
     def __init__(self, root: str | Path) -> None:
-        self.root = absolute_root(root)
-        expected = [_TRAIN_FILE[VISIBLE], _TRAIN_FILE[INFRARED], "idx/test_id.txt", *_TEST_DIR.values()]
+        self.root = dataset_root(root, "LLCM", LAYOUT)
+        expected = [_TRAIN_FILE[VISIBLE], _TRAIN_FILE[INFRARED], _TEST_ID_FILE, *_TEST_DIR.values()]
         missing = [p for p in expected if not (self.root / p).exists()]
         if missing:
             raise DatasetLayoutError(f"{self.root} is not an LLCM root: missing {', '.join(missing)} "
                                      f"(expected {LAYOUT})")
-        self.test_ids = sorted(set(read_id_list(self.root / "idx" / "test_id.txt")))
-        self._train = [s for m in (VISIBLE, INFRARED) for s in self._read_train(m)]
+        listed = sorted(set(read_id_list(self.root / _TEST_ID_FILE)))
+        train = {m: self._read_train(m) for m in (VISIBLE, INFRARED)}
+        where = f"LLCM at {self.root}"
+        train_people = {_TRAIN_FILE[m]: {person_folder_id(s.path) for s in train[m]} - {None} for m in train}
+        check_disjoint(where, train_people, {_TEST_ID_FILE: listed}, what="person folder")
+        self._train = train[VISIBLE] + train[INFRARED]
         self._cameras = {m: _camera_folders(self.root / d) for m, d in _TEST_DIR.items()}
         self._people = {m: {c: person_folders(folder) for c, folder in cams.items()}
                         for m, cams in self._cameras.items()}
         self._listing: dict[tuple[str, int, int], list[str]] = {}
+        self.ids_without_images = report_ids_without_images(
+            where, {_TEST_ID_FILE: [p for p in listed if not self._has_images(p)]})
+        self.test_ids = [p for p in listed if self._has_images(p)]
 
     def _read_train(self, modality: str) -> list[Sample]:
         index = self.root / _TRAIN_FILE[modality]
@@ -69,6 +83,10 @@ class LLCM:
             raise DatasetLayoutError(f"{index}: cannot tell the camera of {bad} "
                                      "(expected a 'camN' folder in the path or '_cN_' in the file name)")
         return [Sample(p, label, c, modality) for (p, label), c in zip(entries, cams)]
+
+    def _has_images(self, pid: int) -> bool:
+        """Whether any test camera of either modality holds an image of `pid`."""
+        return any(self._images(m, c, pid) for m, cams in self._cameras.items() for c in cams)
 
     def _images(self, modality: str, camid: int, pid: int) -> list[str]:
         """Sorted absolute test image paths of `pid` in camera `camid` of `modality` ([] if none)."""
@@ -131,7 +149,10 @@ class LLCM:
 
     def describe(self) -> str:
         """Human-readable counts per split, modality and camera."""
-        return format_statistics(f"LLCM at {self.root}: {len(self.test_ids)} test ids", self.statistics())
+        title = f"LLCM at {self.root}: {len(self.test_ids)} test ids"
+        if self.ids_without_images:
+            title += f"; left out: {describe_ids_without_images(self.ids_without_images)}"
+        return format_statistics(title, self.statistics())
 
     def __repr__(self) -> str:
         return f"LLCM(root={str(self.root)!r})"

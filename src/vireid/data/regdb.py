@@ -8,11 +8,12 @@ camera per modality). Thermal images are the "infrared" modality.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from vireid.data.records import INFRARED, VISIBLE, Sample
-from vireid.data.registry import (Splits, absolute_root, check_trials, format_statistics, read_index_file,
-                                  split_statistics)
+from vireid.data.registry import (Splits, check_disjoint, check_trials, dataset_root, format_statistics,
+                                  read_index_file, split_statistics)
 from vireid.errors import ConfigError, DatasetLayoutError
 
 TRIALS = range(1, 11)
@@ -28,6 +29,9 @@ class RegDB:
     - `train`: the trial's training images, visible then thermal, each in its index-file order.
     - `query(direction)` / `gallery(direction)`: the trial's test images of the query / the other
       modality, in index-file order. There is no random gallery draw.
+    A person folder (`Visible/<n>/`, `Thermal/<n>/`) or image listed for both training and test is
+    an error (train/test leakage). Labels are not compared: index files may number the people of
+    each split from 0.
     """
 
     name = "regdb"
@@ -36,7 +40,7 @@ class RegDB:
     def __init__(self, root: str | Path, trial: int = 1) -> None:
         if isinstance(trial, bool) or not isinstance(trial, int) or trial not in TRIALS:
             raise ConfigError(f"RegDB trial must be an integer in 1..10 (the idx/*_<trial>.txt split), got {trial!r}")
-        self.root = absolute_root(root)
+        self.root = dataset_root(root, "RegDB", LAYOUT)
         self.trial = trial
         files = {(split, m): Path("idx") / f"{split}_{_FILE_MODALITY[m]}_{trial}.txt"
                  for split in ("train", "test") for m in (VISIBLE, INFRARED)}
@@ -48,6 +52,9 @@ class RegDB:
         self._split = {key: [Sample(p, label, CAMERA[key[1]], key[1])
                              for p, label in read_index_file(self.root / rel, self.root)]
                        for key, rel in files.items()}
+        people = {key: {_person(s.path, self.root) for s in samples} for key, samples in self._split.items()}
+        check_disjoint(f"RegDB at {self.root}", {str(files[k]): people[k] for k in files if k[0] == "train"},
+                       {str(files[k]): people[k] for k in files if k[0] == "test"}, what="person folder/image")
 
     @property
     def train(self) -> list[Sample]:
@@ -82,6 +89,13 @@ class RegDB:
 
     def __repr__(self) -> str:
         return f"RegDB(root={str(self.root)!r}, trial={self.trial})"
+
+
+def _person(path: str, root: Path) -> str:
+    """Who an image shows, as far as the layout tells: its numbered person folder relative to the
+    root ("Visible/12"), else the image itself."""
+    folder = os.path.dirname(path)
+    return os.path.relpath(folder if os.path.basename(folder).isdigit() else path, root)
 
 
 def _modalities(direction: str) -> tuple[str, str]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Iterable, Protocol, Sequence
 
 from vireid.data.records import INFRARED, MODALITIES, VISIBLE, Sample
 from vireid.errors import ConfigError, DatasetLayoutError
@@ -30,6 +31,9 @@ READERS: dict[str, str | type] = {
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 Splits = dict[str, list[tuple[list[Sample], list[Sample]]]]
+
+# Readers report data problems that do not stop a run (ids without images) here; a run's log gets them.
+logger = logging.getLogger("vireid.data")
 
 
 class DatasetReader(Protocol):
@@ -145,6 +149,69 @@ def check_trials(trials: int) -> None:
 def absolute_root(root: str | Path) -> Path:
     """`root` as an absolute path (symbolic links kept, so sample paths stay the user's paths)."""
     return Path(os.path.abspath(os.path.expanduser(str(root))))
+
+
+def dataset_root(root: str | Path, title: str, layout: str) -> Path:
+    """`root` as an absolute path to an existing folder, or an error saying which of those it is not.
+
+    An empty string is refused rather than read as the current folder.
+    """
+    if not str(root).strip():
+        raise ConfigError(f"the {title} root is empty; set --data-root (data.root) to the folder holding {layout}")
+    path = absolute_root(root)
+    if not path.exists():
+        raise DatasetLayoutError(f"{path} does not exist; expected the {title} root holding {layout} "
+                                 "(check --data-root / data.root)")
+    if not path.is_dir():
+        raise DatasetLayoutError(f"{path} is not a folder; expected the {title} root holding {layout}")
+    return path
+
+
+def shown(items: Sequence, limit: int = 10) -> str:
+    """The first `limit` items, comma-separated, and how many more there are."""
+    text = ", ".join(str(i) for i in items[:limit])
+    return text + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def check_disjoint(where: str, training: dict[str, Iterable], test: dict[str, Iterable], what: str = "id") -> None:
+    """Refuse identities that are both training and test identities (train/test leakage).
+
+    `training` and `test` map the file each set comes from to its identities (ids, or folders
+    standing for people); every shared identity is named with the two files it is in.
+    """
+    clashes = []
+    for train_name, train_ids in training.items():
+        for test_name, test_ids in test.items():
+            shared = sorted(set(train_ids) & set(test_ids))
+            if shared:
+                clashes.append(f"{what}(s) {shown(shared)} in both {train_name} and {test_name}")
+    if clashes:
+        raise DatasetLayoutError(f"{where}: " + "; ".join(clashes) + " (train/test leakage: a person must be in "
+                                 "the training or the test split, not both; fix the split files)")
+
+
+def report_ids_without_images(where: str, missing: dict[str, list[int]]) -> dict[str, list[int]]:
+    """Warn (logger "vireid.data") about listed ids without any image; returns the non-empty entries.
+
+    Such ids are left out of every split and every count, so a reader's header and table agree.
+    """
+    missing = {name: ids for name, ids in missing.items() if ids}
+    if missing:
+        logger.warning(f"{where}: {describe_ids_without_images(missing)}; they are left out")
+    return missing
+
+
+def describe_ids_without_images(missing: dict[str, list[int]]) -> str:
+    """One phrase naming the listed ids that have no image, per id file."""
+    total = sum(len(ids) for ids in missing.values())
+    parts = "; ".join(f"{name}: {shown(ids)}" for name, ids in missing.items())
+    return f"{total} listed id(s) have no image ({parts})"
+
+
+def person_folder_id(path: str) -> int | None:
+    """The person id of an image in a numbered person folder (".../0012/x.jpg" -> 12), else None."""
+    name = os.path.basename(os.path.dirname(path))
+    return int(name) if name.isdigit() else None
 
 
 def split_statistics(samples: Sequence[Sample]) -> dict:

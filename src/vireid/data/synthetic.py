@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import nullcontext
@@ -22,6 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from vireid.data.atomic import partial_name, remove_abandoned
 from vireid.data.synthetic_people import CAMERAS, draw_image
 from vireid.errors import ConfigError, DatasetLayoutError
 
@@ -32,8 +34,6 @@ SYSU_VISIBLE_CAMERAS = ("cam1", "cam2", "cam4", "cam5")
 SYSU_INFRARED_CAMERAS = ("cam3", "cam6")
 REGDB_TRIALS = 10
 DEFAULT_IMAGES = {"sysu": 6, "regdb": 10}
-# Folders the generator owns in its output root; removed before a regeneration.
-_OWNED = {"sysu": ("cam1", "cam2", "cam3", "cam4", "cam5", "cam6", "exp"), "regdb": ("Visible", "Thermal", "idx")}
 _TAG_CAMERAS, _TAG_SPLIT = 23, 29
 
 # One image to write: (relative path, pid, camera name, index within that camera).
@@ -164,17 +164,52 @@ def _validate(layout: str, ids: int, images_per_camera: int, height: int, width:
         raise ConfigError("synthetic data: " + "; ".join(errors))
 
 
-def _prepare_root(root: Path) -> None:
-    """Empty the generator's folders in `root`; refuse to touch a folder holding anything else."""
+def _check_replaceable(root: Path, info: dict[str, Any] | None, params: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to replace anything but an empty folder, the same dataset, or (with `overwrite`) another
+    synthetic dataset: runs may depend on a dataset, and other data is never ours to delete."""
     if root.exists() and not root.is_dir():
         raise DatasetLayoutError(f"{root} exists and is not a folder; expected a folder for synthetic data")
-    if root.exists() and any(root.iterdir()) and read_synthetic_info(root) is None:
-        raise DatasetLayoutError(f"{root} is not empty and holds no {INFO_FILE}; expected an empty folder or an "
-                                 "earlier synthetic dataset (refusing to overwrite other data)")
-    (root / INFO_FILE).unlink(missing_ok=True)  # a partial dataset must never look complete
-    for name in {n for names in _OWNED.values() for n in names}:
-        shutil.rmtree(root / name, ignore_errors=True)
-    root.mkdir(parents=True, exist_ok=True)
+    if info is None:
+        if root.exists() and any(root.iterdir()):
+            raise DatasetLayoutError(f"{root} is not empty and holds no {INFO_FILE}; expected an empty folder or "
+                                     "an earlier synthetic dataset (refusing to overwrite other data)")
+        return
+    changed = [f"{k}: {info.get(k)!r} -> {v!r}" for k, v in params.items() if info.get(k) != v]
+    if changed and not overwrite:
+        raise DatasetLayoutError(f"{root} holds a synthetic dataset made with other parameters ({', '.join(changed)}); "
+                                 "runs that read it would silently change, so it is kept: choose another folder, "
+                                 "or replace it with --force (overwrite=True)")
+
+
+def _same_parameters(info: dict[str, Any] | None, params: dict[str, Any]) -> bool:
+    return info is not None and {k: info.get(k) for k in params} == params
+
+
+def _scratch_folder(target: Path) -> Path:
+    """A new, uniquely named folder beside `target` (after removing those of ended runs)."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_abandoned(target.parent, target.name)
+        scratch = target.parent / partial_name(target.name)
+        scratch.mkdir()
+    except OSError as err:
+        raise DatasetLayoutError(f"cannot write beside {target} ({err.strerror or err}); synthetic data is written "
+                                 "to a temporary folder next to it and renamed into place, so its parent folder "
+                                 "must be writable") from None
+    return scratch
+
+
+def _publish(scratch: Path, target: Path) -> None:
+    """Move the complete dataset `scratch` to `target`, setting aside whatever `target` held."""
+    if target.is_dir() and not any(target.iterdir()):
+        target.rmdir()
+    if not target.exists():
+        os.rename(scratch, target)
+        return
+    previous = target.parent / partial_name(target.name)
+    os.rename(target, previous)
+    os.rename(scratch, target)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def generate_synthetic(
@@ -189,25 +224,47 @@ def generate_synthetic(
     progress: bool = True,
     workers: int = 1,
     reuse: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write a synthetic visible-infrared dataset to `out` in the raw `layout` ("sysu" or "regdb").
 
     `images_per_camera` is per (person, camera) for SYSU and per (person, modality) for RegDB
     (defaults 6 and 10). The files depend only on the parameters, never on `workers`: the same
     seed gives byte-identical files. With `reuse`, an existing root generated with the same
-    parameters is returned untouched. Returns the root path.
+    parameters is returned untouched. A dataset generated with other parameters is replaced only
+    with `overwrite` (runs may depend on it); a folder holding anything else never is.
+
+    The dataset is written to a temporary folder beside `out` and renamed into place when complete,
+    so an interrupted run leaves `out` as it was (temporaries of ended runs are removed by the next
+    one), and a replaced dataset stays whole until its replacement is. Returns the root path.
     """
     images_per_camera = DEFAULT_IMAGES.get(layout, 1) if images_per_camera is None else images_per_camera
     _validate(layout, ids, images_per_camera, height, width, seed, test_fraction, workers)
     root = Path(out)
     params = _params(layout, ids, images_per_camera, height, width, seed, float(test_fraction))
     info = read_synthetic_info(root)
-    if reuse and info is not None and {k: info.get(k) for k in params} == params:
+    if reuse and _same_parameters(info, params):
         return root
-    _prepare_root(root)
+    _check_replaceable(root, info, params, overwrite)
+    target = Path(os.path.realpath(root))  # through a symbolic link, to the folder it names
+    scratch = _scratch_folder(target)
+    try:
+        _write_dataset(scratch, params, progress, workers)
+        info = read_synthetic_info(target)  # another process may have written `out` meanwhile
+        if not (reuse and _same_parameters(info, params)):
+            _check_replaceable(target, info, params, overwrite)
+            _publish(scratch, target)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return root
 
+
+def _write_dataset(root: Path, params: dict[str, Any], progress: bool, workers: int) -> None:
+    """Draw every image of the dataset `params` describes into the empty folder `root`; its
+    synthetic.json is written last."""
+    layout, seed, height, width = params["layout"], params["seed"], params["height"], params["width"]
     plan = _sysu_plan if layout == "sysu" else _regdb_plan
-    jobs = plan(root, ids, images_per_camera, seed, test_fraction)
+    jobs = plan(root, params["ids"], params["images_per_camera"], seed, params["test_fraction"])
     bar = tqdm(total=len(jobs), desc=f"synthetic {layout}", unit="img", disable=None if progress else True)
     calls = [(str(root), chunk, seed, height, width) for chunk in _chunks(jobs, 64)]
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
@@ -220,7 +277,6 @@ def generate_synthetic(
         counts[cam] = counts.get(cam, 0) + 1
     info = dict(params, images=len(jobs), images_per_folder=dict(sorted(counts.items())))
     (root / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-    return root
 
 
 def _identity_images(root: Path, layout: str, per_modality: int) -> dict[int, tuple[list[Path], list[Path]]]:

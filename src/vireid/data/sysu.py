@@ -11,8 +11,9 @@ import random
 from pathlib import Path
 
 from vireid.data.records import INFRARED, VISIBLE, Sample
-from vireid.data.registry import (Splits, absolute_root, check_trials, format_statistics, image_files,
-                                  person_folders, read_id_list, split_statistics)
+from vireid.data.registry import (Splits, check_disjoint, check_trials, dataset_root, describe_ids_without_images,
+                                  format_statistics, image_files, person_folders, read_id_list,
+                                  report_ids_without_images, split_statistics)
 from vireid.errors import ConfigError, DatasetLayoutError
 
 CAMERAS = (1, 2, 3, 4, 5, 6)
@@ -21,6 +22,7 @@ INFRARED_CAMERAS = (3, 6)
 GALLERY_CAMERAS = {"all": (1, 2, 4, 5), "indoor": (1, 2)}
 SHOTS = {"single": 1, "multi": 10}
 LAYOUT = "cam1..cam6/<pid>/*.jpg and exp/train_id.txt, exp/val_id.txt, exp/test_id.txt"
+ID_FILES = ("exp/train_id.txt", "exp/val_id.txt", "exp/test_id.txt")
 
 
 def camera_modality(camid: int) -> str:
@@ -36,26 +38,37 @@ class SYSUMM01:
     - `query(mode)`: every image of the test ids from cam3 and cam6 (the same for both modes).
     - `gallery(mode, trial, shots)`: `shots` random images per (test pid, visible camera), drawn
       exactly as the standard protocol code draws them for seed `trial`.
-    Sample paths are absolute.
+    Sample paths are absolute. An id in both a training list and `test_id.txt` is an error; listed
+    ids without any image are left out (`train_ids`, `test_ids` hold the others), logged as a
+    warning and named in `describe()`.
     """
 
     name = "sysu"
     metric_protocol = "sysu"
 
     def __init__(self, root: str | Path) -> None:
-        self.root = absolute_root(root)
-        expected = ["exp/train_id.txt", "exp/val_id.txt", "exp/test_id.txt"] + [f"cam{c}" for c in CAMERAS]
+        self.root = dataset_root(root, "SYSU-MM01", LAYOUT)
+        expected = [*ID_FILES, *(f"cam{c}" for c in CAMERAS)]
         missing = [p for p in expected if not (self.root / p).exists()]
         if missing:
             raise DatasetLayoutError(f"{self.root} is not a SYSU-MM01 root: missing {', '.join(missing)} "
                                      f"(expected {LAYOUT})")
-        exp = self.root / "exp"
-        self.train_ids = sorted(set(read_id_list(exp / "train_id.txt")) | set(read_id_list(exp / "val_id.txt")))
-        self.test_ids = sorted(set(read_id_list(exp / "test_id.txt")))
+        listed = {name: sorted(set(read_id_list(self.root / name))) for name in ID_FILES}
+        train_files, test_file = ID_FILES[:2], ID_FILES[2]
+        where = f"SYSU-MM01 at {self.root}"
+        check_disjoint(where, {n: listed[n] for n in train_files}, {test_file: listed[test_file]})
         self._people = {c: person_folders(self.root / f"cam{c}") for c in CAMERAS}
         self._listing: dict[tuple[int, int], list[str]] = {}
+        self.ids_without_images = report_ids_without_images(
+            where, {name: [p for p in ids if not self._has_images(p)] for name, ids in listed.items()})
+        self.train_ids = sorted({p for n in train_files for p in listed[n] if self._has_images(p)})
+        self.test_ids = [p for p in listed[test_file] if self._has_images(p)]
         self._train = [s for c in CAMERAS for pid in self.train_ids for s in self._samples(c, pid)]
         self._query = [s for pid in self.test_ids for c in INFRARED_CAMERAS for s in self._samples(c, pid)]
+
+    def _has_images(self, pid: int) -> bool:
+        """Whether any camera holds an image of `pid`."""
+        return any(self._images(c, pid) for c in CAMERAS)
 
     def _images(self, camid: int, pid: int) -> list[str]:
         """Sorted absolute image paths of person `pid` in camera `camid` ([] without a folder)."""
@@ -120,6 +133,8 @@ class SYSUMM01:
         """Human-readable counts per split, modality and camera."""
         title = (f"SYSU-MM01 at {self.root}: {len(self.train_ids)} training ids (train ∪ val), "
                  f"{len(self.test_ids)} test ids")
+        if self.ids_without_images:
+            title += f"; left out: {describe_ids_without_images(self.ids_without_images)}"
         return format_statistics(title, self.statistics())
 
     def __repr__(self) -> str:

@@ -37,10 +37,11 @@ DEMO_DATA = dict(layout="sysu", ids=80, images_per_camera=6, height=64, width=32
 QUALITY_KEYS = ("ari_visible", "ari_infrared", "ari_mixed", "mixed_cross_modal_clusters", "mixed_cross_modal_correct")
 
 
-def ensure_demo_data(data_dir: Path, progress: bool = True) -> Path:
+def ensure_demo_data(data_dir: Path, progress: bool = True, overwrite: bool = False) -> Path:
     """Generate the demo dataset unless `data_dir` already holds the same one (the generator checks
-    its synthetic.json, version included)."""
-    return Path(generate_synthetic(data_dir, progress=progress, **DEMO_DATA))
+    its synthetic.json, version included). Another dataset there is replaced only with `overwrite`
+    (the demo's own cache folder), never in a folder the user named."""
+    return Path(generate_synthetic(data_dir, progress=progress, overwrite=overwrite, **DEMO_DATA))
 
 
 def evaluate_model(model: nn.Module, dataset: DatasetReader, ctx: RunContext, trials: int
@@ -98,7 +99,7 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     device = select_device(cfg.device)
     measure = RunContext.from_config(cfg, None, device)  # for measurements outside the run
     root = Path(data_dir).expanduser() if data_dir else measure.cache_dir / "demo-data"
-    ensure_demo_data(root)
+    ensure_demo_data(root, overwrite=data_dir is None)
     cfg.data.root, cfg.data.dataset = str(root), "sysu"
     resolve_start_weights(cfg)
     dataset = open_dataset("sysu", str(root))

@@ -117,7 +117,8 @@ def generate_source(cache: Path, recipe: PretrainRecipe, height: int, width: int
     """The source set's root (generated once): SYSU layout, almost every id a training id."""
     return Path(generate_synthetic(cache / f"pretrain-source-{height}x{width}", layout="sysu", ids=recipe.ids,
                                    images_per_camera=recipe.images_per_camera, height=height, width=width,
-                                   seed=recipe.seed, test_fraction=0.01, progress=progress))
+                                   seed=recipe.seed, test_fraction=0.01, progress=progress,
+                                   overwrite=True))  # a cache folder: a new recipe replaces it
 
 
 def _source_images(cfg: Config, cache: Path, recipe: PretrainRecipe, progress: bool) -> tuple[np.ndarray, np.ndarray]:

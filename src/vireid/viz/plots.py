@@ -17,6 +17,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from vireid.data.image_cache import as_rgb8
+
 SKIP_KEYS = {"event", "stage", "epoch", "step", "time"}
 
 
@@ -100,7 +102,7 @@ def _thumbnail(image: Any) -> np.ndarray:
 
     if isinstance(image, (str, Path)):
         with Image.open(image) as img:
-            return np.asarray(img.convert("RGB"))
+            return np.asarray(as_rgb8(img))
     array = np.asarray(image)
     return np.repeat(array[:, :, None], 3, axis=2) if array.ndim == 2 else array
 
