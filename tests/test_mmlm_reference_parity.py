@@ -23,7 +23,7 @@ def reference_match(feat_v, labels_v, feat_r, labels_r, *overrides):
     from vireid.engine.mmlm import match_round
 
     cfg = load_config(overrides=["profile=reference", *overrides])
-    result, _ = match_round(ClusteringRound(feat_v, feat_r, labels_v, labels_r), cfg, torch.device("cpu"))
+    result, _ = match_round(ClusteringRound(feat_v, feat_r, labels_v, labels_r), cfg.mmlm, torch.device("cpu"))
     return result
 
 

@@ -1,9 +1,12 @@
-"""Writing files so that a reader never sees half of one: temp file in the same folder, then rename.
+"""Writing files so that a reader never sees half of one, and sharing folders between processes.
 
 Every file vireid writes for later use (checkpoints, configs, metrics summaries, caches, indexes)
-goes through `atomic_write`, so an interrupted process leaves the previous file or none, never a
-truncated one. JSON is written strictly (no NaN/Infinity tokens, which are not JSON): non-finite
-numbers become null.
+goes through `atomic_write`: a temporary named `<final name>.partial-<host>-<pid>-<random>` in the
+same folder, renamed to its final name only when complete, so an interrupted process leaves the
+previous file or none, never a truncated one. Temporaries of processes that died on this host are
+found by that name and removed (`remove_abandoned`); an advisory folder lock (`folder_lock`) lets
+readers check and open a shared file while writers replace or delete others. JSON is written
+strictly (no NaN/Infinity tokens, which are not JSON): non-finite numbers become null.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
+import shutil
+import socket
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, IO
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
@@ -26,9 +32,9 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], Non
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / partial_name(path.name)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "xb") as handle:
             if callable(data):
                 data(handle)
             else:
@@ -37,7 +43,7 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], Non
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -69,3 +75,78 @@ def dumps_json(obj: Any, indent: int | None = None) -> str:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Pretty, strict JSON written atomically."""
     return atomic_write(path, dumps_json(obj, indent=2) + "\n")
+
+
+PARTIAL = ".partial-"
+LOCK_FILE = ".lock"
+
+
+def partial_name(final: str) -> str:
+    """A temporary name for `final` that no other process, here or on another host, will pick."""
+    return f"{final}{PARTIAL}{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def is_abandoned(name: str) -> bool:
+    """Whether `name` (made by `partial_name`) belongs to a process of this host that has ended."""
+    _, marker, owner = name.rpartition(PARTIAL)
+    parts = owner.rsplit("-", 2)
+    if not marker or len(parts) != 3 or not parts[1].isdigit():
+        return False
+    host, pid = parts[0], int(parts[1])
+    return host == socket.gethostname() and not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` exists; True where that cannot be asked safely (not POSIX)."""
+    if os.name != "posix":
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: an existence check, nothing is sent
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    return True
+
+
+def remove_abandoned(folder: Path, pattern: str = "*") -> list[Path]:
+    """Delete the abandoned temporaries among `folder/<pattern><PARTIAL>*`; returns what was removed."""
+    removed = []
+    for path in folder.glob(f"{pattern}{PARTIAL}*"):
+        if is_abandoned(path.name):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextmanager
+def folder_lock(folder: Path, exclusive: bool) -> Iterator[None]:
+    """Hold the advisory lock `folder/.lock`: shared for readers, exclusive for writers.
+
+    Readers hold it from checking a file to opening it and writers while they rename or delete, so
+    a file a reader has just checked is never deleted before the reader has it open. Without
+    `fcntl` (Windows), or in a folder where the lock file can neither be created nor opened, this
+    is a no-op: such a folder is read-only to this process, so it deletes nothing there.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

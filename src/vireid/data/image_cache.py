@@ -8,7 +8,7 @@ is for people only: two image sets with the same samples share one cache whateve
 and two with different samples (RegDB's trials) never evict each other.
 
 Several processes may share a cache folder. A build decodes into a uniquely named temporary file
-and publishes it under the folder's exclusive lock (`atomic.folder_lock`): data renamed into place
+and publishes it under the folder's exclusive lock (`fileio.folder_lock`): data renamed into place
 first, sidecar last, so a cache is valid only once its sidecar exists. Only then are older caches
 of the same samples removed. A reader checks and opens a cache under the shared lock, so a cache
 it has just checked is never deleted before it is mapped (a mapped file outlives its deletion).
@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from vireid.data.atomic import folder_lock, partial_name, remove_abandoned
+from vireid.fileio import folder_lock, partial_name, remove_abandoned
 from vireid.data.records import Sample
 from vireid.errors import ConfigError, ImageReadError
 

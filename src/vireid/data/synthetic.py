@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from vireid.data.atomic import partial_name, remove_abandoned
+from vireid.fileio import partial_name, remove_abandoned
 from vireid.data.synthetic_people import CAMERAS, draw_image
 from vireid.errors import ConfigError, DatasetLayoutError
 
