@@ -1,9 +1,9 @@
-"""The configuration tree: every hyper-parameter with the paper's default (METHOD §5-§7).
+"""The configuration tree: every hyper-parameter with the paper's default (docs/method.md §5-§7).
 
 Values are resolved in this order, later wins:
 
 1. the dataclass defaults below (the paper's text, profile ``paper``);
-2. the profile's defaults (``profile: reference`` reproduces the released code, METHOD §6);
+2. the profile's defaults (``profile: reference`` reproduces the released code, docs/method.md §6);
 3. a packaged preset (``vireid/configs/<name>.yaml``);
 4. a user YAML file;
 5. command-line overrides ``section.key=value`` (or ``key=value`` for top-level keys).
@@ -35,7 +35,7 @@ class DataConfig:
     """Which dataset, where it lives, and how images are sized and cached."""
 
     dataset: str = "sysu"  # a registered dataset: sysu | regdb | llcm (vireid.data.registry.READERS)
-    root: str = ""  # dataset root folder (the raw layout of METHOD §2)
+    root: str = ""  # dataset root folder (the raw layout of docs/method.md §2)
     trial: int = 1  # RegDB train/test split 1..10
     height: int = 288
     width: int = 144
@@ -48,7 +48,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The two-stream AGW ResNet (METHOD §3) and how it runs."""
+    """The two-stream AGW ResNet (docs/method.md §3) and how it runs."""
 
     arch: str = "resnet50"  # resnet50 | resnet18
     pretrained: str = "imagenet"  # imagenet | synthetic | none
@@ -64,7 +64,7 @@ class ModelConfig:
 
 @dataclass
 class ClusterConfig:
-    """Pseudo-labels: k-reciprocal Jaccard distance + DBSCAN (METHOD §5)."""
+    """Pseudo-labels: k-reciprocal Jaccard distance + DBSCAN (docs/method.md §5)."""
 
     k1: int = 30
     k2: int = 6
@@ -79,7 +79,7 @@ class ClusterConfig:
 
 @dataclass
 class CMCConfig:
-    """Cluster-contrast stage, two phases (METHOD §6.1)."""
+    """Cluster-contrast stage, two phases (docs/method.md §6.1)."""
 
     phase1_epochs: int = 50
     phase2_epochs: int = 50
@@ -96,7 +96,7 @@ class CMCConfig:
 
 @dataclass
 class MMLMConfig:
-    """Multi-memory learning and matching (METHOD §6.2)."""
+    """Multi-memory learning and matching (docs/method.md §6.2)."""
 
     enabled: bool = True
     n_memories: int = 4
@@ -108,7 +108,7 @@ class MMLMConfig:
 
 @dataclass
 class SCAConfig:
-    """Soft cluster-level alignment stage (METHOD §6.3)."""
+    """Soft cluster-level alignment stage (docs/method.md §6.3)."""
 
     init: str = "pretrained"  # pretrained (fresh backbone) | cmc (start from the CMC model)
     epochs: int = 80
@@ -140,7 +140,7 @@ class SCAConfig:
 
 @dataclass
 class EvalConfig:
-    """Evaluation protocol settings (METHOD §7)."""
+    """Evaluation protocol settings (docs/method.md §7)."""
 
     every: int = 10  # evaluate every N epochs (0 = only at the end)
     trials: int = 10
@@ -154,7 +154,7 @@ class Config:
     seed: int = 0
     deterministic: bool = False
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    profile: str = "paper"  # paper | reference (METHOD §6)
+    profile: str = "paper"  # paper | reference (docs/method.md §6)
     output: str = "runs/vireid"
     stages: list[str] = field(default_factory=lambda: ["cmc", "mmlm", "sca"])
     data: DataConfig = field(default_factory=DataConfig)
@@ -183,7 +183,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
 STAGES = ("cmc", "mmlm", "sca")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
-# What `profile: reference` changes (the released code's behaviour, METHOD §6). A callable is
+# What `profile: reference` changes (the released code's behaviour, docs/method.md §6). A callable is
 # evaluated on the otherwise resolved config, so it follows explicit settings of what it reads.
 REFERENCE_PROFILE: dict[str, Any | Callable[[Config], Any]] = {
     "cluster.renormalize": False,  # the flip average is not re-normalised (§5)

@@ -1,4 +1,4 @@
-"""k-reciprocal Jaccard distance (Zhong et al. 2017; METHOD §5) as a sparse matrix in O(N·k) memory.
+"""k-reciprocal Jaccard distance (Zhong et al. 2017; docs/method.md §5) as a sparse matrix in O(N·k) memory.
 
 The usual implementation builds several dense N x N matrices and loops over samples in Python. Here
 every step is a sparse-matrix or flat-array operation over all samples at once:

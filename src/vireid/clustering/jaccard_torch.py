@@ -1,4 +1,4 @@
-"""The k-reciprocal Jaccard pass of `jaccard.py` (METHOD §5) in torch, on the features' device.
+"""The k-reciprocal Jaccard pass of `jaccard.py` (docs/method.md §5) in torch, on the features' device.
 
 Same computation, same result as the scipy path, but nothing leaves the device until the finished
 matrix is copied to the host as scipy CSR (for DBSCAN). A sparse N x N matrix here is a set of flat

@@ -1,4 +1,4 @@
-"""MMLM: match visible clusters to infrared clusters through their multi-memories (METHOD §6.2).
+"""MMLM: match visible clusters to infrared clusters through their multi-memories (docs/method.md §6.2).
 
 Each cluster is summarised by n K-means centres; the cost of pairing visible cluster p with
 infrared cluster q sums, over one side's memories, the distance to the nearest memory of the

@@ -50,7 +50,7 @@ def cluster_centroids(features: torch.Tensor, labels: np.ndarray | torch.Tensor,
 def kmeans_submemories(features: torch.Tensor, labels: np.ndarray | torch.Tensor, n: int = 4,
                        seed: int = 0, iterations: int = 50,
                        num_clusters: int | None = None) -> torch.Tensor:
-    """n K-means centres per cluster, the multi-memories K(p) of MMLM (METHOD §6.2).
+    """n K-means centres per cluster, the multi-memories K(p) of MMLM (docs/method.md §6.2).
 
     features (N, D) (normalised, as produced by extraction), labels (N,) with -1 ignored
     → (C, n, D) on the features' device. Each cluster with at least n samples runs k-means++

@@ -1,4 +1,4 @@
-"""Decode every image once into a uint8 memory-mapped array on disk (METHOD §2: resize once, cache).
+"""Decode every image once into a uint8 memory-mapped array on disk (docs/method.md §2: resize once, cache).
 
 Layout: `<cache_dir>/<prefix>-<h>x<w>-<content>-<fresh>.u8` holds N×H×W×3 bytes (row i =
 samples[i]) and a `.json` sidecar describes it. `content` hashes what decides the rows: the ordered

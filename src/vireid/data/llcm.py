@@ -1,6 +1,6 @@
 """LLCM reader (low-light cross-modality, CVPR 2023): training samples and both test directions.
 
-Raw layout (METHOD §2): `idx/train_vis.txt` and `idx/train_nir.txt` with `relative/path label`
+Raw layout (docs/method.md §2): `idx/train_vis.txt` and `idx/train_nir.txt` with `relative/path label`
 lines (paths relative to the root), `idx/test_id.txt` (comma-separated ids), and test images in
 `test_vis/camK/<pid>/` and `test_nir/camK/<pid>/`. Near-infrared ("nir") is the infrared modality.
 """

@@ -1,6 +1,6 @@
 """RegDB reader: one of the ten fixed train/test splits, and both test directions.
 
-Raw layout (METHOD §2): `Visible/` and `Thermal/` image folders and `idx/` holding
+Raw layout (docs/method.md §2): `Visible/` and `Thermal/` image folders and `idx/` holding
 `{train,test}_{visible,thermal}_{t}.txt` for trials t = 1..10, each line `relative/path label` with
 paths relative to the root. pid = the label; camid = 1 for visible and 2 for thermal (RegDB has one
 camera per modality). Thermal images are the "infrared" modality.

@@ -43,7 +43,7 @@ def _distinct_draws(rng: np.random.Generator, n: np.ndarray, k: int) -> np.ndarr
 
 
 class ClusterSampler:
-    """CMC batches: clusters in random order, each giving an anchor plus K-1 instances (METHOD §6.1).
+    """CMC batches: clusters in random order, each giving an anchor plus K-1 instances (docs/method.md §6.1).
 
     `labels` (N,) pseudo-labels (-1 = outlier, never drawn), `camids` (N,). For each cluster: one
     anchor uniformly; the K-1 others come from the cluster's samples whose camera differs from the
@@ -161,7 +161,7 @@ def _members_by_label(labels: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray,
 
 
 class IdentitySampler:
-    """SCA batches: P identities × K visible + K infrared samples (METHOD §6.3).
+    """SCA batches: P identities × K visible + K infrared samples (docs/method.md §6.3).
 
     Only labels with >= K samples in each modality are used; the P labels of a batch are distinct
     (all of them when fewer than P qualify), and each label's K samples per modality are drawn with
@@ -183,20 +183,20 @@ class IdentitySampler:
         world_size: int = 1,
     ) -> None:
         _check_rank(rank, world_size)
-        lv = np.asarray(labels_visible, dtype=np.int64)
-        lr = np.asarray(labels_infrared, dtype=np.int64)
-        ids_v, cnt_v = np.unique(lv[lv >= 0], return_counts=True)
-        ids_r, cnt_r = np.unique(lr[lr >= 0], return_counts=True)
+        labels_v = np.asarray(labels_visible, dtype=np.int64)
+        labels_r = np.asarray(labels_infrared, dtype=np.int64)
+        ids_v, cnt_v = np.unique(labels_v[labels_v >= 0], return_counts=True)
+        ids_r, cnt_r = np.unique(labels_r[labels_r >= 0], return_counts=True)
         common = np.intersect1d(ids_v[cnt_v >= num_instances], ids_r[cnt_r >= num_instances])
         if len(common) == 0:
             raise NoClustersError(f"no identity has >= {num_instances} samples in both modalities; "
                               "the SCA stage has nothing to train on (check the matched pseudo-labels)")
         self.identities = common
-        self.order_v, self.start_v, self.count_v = _members_by_label(lv, common)
-        self.order_r, self.start_r, self.count_r = _members_by_label(lr, common)
+        self.order_v, self.start_v, self.count_v = _members_by_label(labels_v, common)
+        self.order_r, self.start_r, self.count_r = _members_by_label(labels_r, common)
         self.num_ids = min(num_ids, len(common))
         self.num_instances = num_instances
-        self.iterations = iterations if iterations is not None else -(-int((lv >= 0).sum()) // (self.num_ids * num_instances))
+        self.iterations = iterations if iterations is not None else -(-int((labels_v >= 0).sum()) // (self.num_ids * num_instances))
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
 
@@ -266,8 +266,8 @@ def pk_batches(labels: np.ndarray, ids_per_batch: int, per_id: int, rng: np.rand
     short = counts < per_id
     pick[short] = (rng.random((int(short.sum()), per_id)) * counts[short, None]).astype(np.int64)
     rows = order[starts[:-1, None] + pick]  # (P_all, K)
-    full = len(ids) // ids_per_batch
-    return [rows[ids[b * ids_per_batch:(b + 1) * ids_per_batch]].reshape(-1) for b in range(full)]
+    batches = len(ids) // ids_per_batch
+    return [rows[ids[b * ids_per_batch:(b + 1) * ids_per_batch]].reshape(-1) for b in range(batches)]
 
 
 class EndlessBatches:

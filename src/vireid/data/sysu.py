@@ -1,6 +1,6 @@
 """SYSU-MM01 reader: training samples and the standard infrared -> visible test protocol.
 
-Raw layout (METHOD §2): `cam1 … cam6/<pid>/*.jpg` and `exp/{train,val,test}_id.txt`, each one line
+Raw layout (docs/method.md §2): `cam1 … cam6/<pid>/*.jpg` and `exp/{train,val,test}_id.txt`, each one line
 of comma-separated integer ids. Visible cameras 1, 2 (indoor), 4, 5 (outdoor); infrared 3 (indoor),
 6 (outdoor). pid = the person folder's name as an integer, camid = the camera digit.
 """

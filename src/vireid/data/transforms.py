@@ -1,10 +1,10 @@
-"""Training and test transforms on cached uint8 images, with MMM's channel augmentations (METHOD §4).
+"""Training and test transforms on cached uint8 images, with MMM's channel augmentations (docs/method.md §4).
 
 Images arrive from the image cache as uint8 (H, W, 3) arrays already resized to the model input
 size. T_base = pad 10 → random crop back to h×w → horizontal flip → float /255 → ImageNet
 normalisation → ChannelRandomErasing. The channel operation (ChannelExchange for the second
 visible view, ChannelAdapGray for infrared) comes after T_base, i.e. **after** the erasing, as in
-METHOD §4 and the reference code: the erased box is therefore copied/greyed with the image.
+docs/method.md §4 and the reference code: the erased box is therefore copied/greyed with the image.
 
 All randomness comes from torch (a given `torch.Generator`, else the global RNG), so a
 `torch.manual_seed` makes every transform reproducible; DataLoader workers get distinct seeds.

@@ -62,8 +62,8 @@ def clustering_quality(model: nn.Module, train_set: TrainSet, cfg: Config, ctx: 
     """How well `model`'s features cluster `train_set`, as CMC clusters it: ARI of the visible,
     infrared and mixed (modality-balanced Jaccard) clusterings against the true identities, and how
     many mixed clusters join both modalities (with the share whose majority identities agree)."""
-    rnd = cluster_train_set(model, train_set, cfg.cluster, ctx, mixed=True)
-    return {k: rnd.metrics[k] for k in QUALITY_KEYS if k in rnd.metrics}
+    clustering = cluster_train_set(model, train_set, cfg.cluster, ctx, mixed=True)
+    return {k: clustering.metrics[k] for k in QUALITY_KEYS if k in clustering.metrics}
 
 
 class ClusteringQualityHook(Hook):

@@ -119,31 +119,31 @@ class CMCTrainer:
             target.memory_r.update(gather_batch(normed[n_vis:]), gather_batch(y_r))
         return float(loss.detach())
 
-    def mixed_target(self, rnd: ClusteringRound) -> ContrastTarget | None:
+    def mixed_target(self, clustering: ClusteringRound) -> ContrastTarget | None:
         """Phase 2's step-B target: mixed clusters holding both modalities, against the mixed memory."""
-        mv, mr = cross_modal_only(rnd.labels_m_v, rnd.labels_m_r, rnd.num_m)
+        mv, mr = cross_modal_only(clustering.labels_m_v, clustering.labels_m_r, clustering.num_m)
         if not ((mv >= 0).any() and (mr >= 0).any()):
             return None
-        mem = self.memory(mixed_memory_centroids(rnd.features_v, rnd.features_r, rnd.labels_m_v, rnd.labels_m_r,
-                                                 rnd.num_m))
+        mem = self.memory(mixed_memory_centroids(clustering.features_v, clustering.features_r, clustering.labels_m_v, clustering.labels_m_r,
+                                                 clustering.num_m))
         return ContrastTarget(mv, mr, mem, mem)
 
     def epoch(self, phase: int, epoch: int, global_epoch: int, optimizer: torch.optim.Optimizer
               ) -> tuple[dict, dict[str, torch.Tensor], ClusteringRound]:
         """Cluster, rebuild memories and train one epoch; returns (log record, memories, round)."""
         t0 = time.time()
-        rnd = cluster_train_set(self.model, self.train, self.cluster, self.ctx, mixed=(phase == 2))
+        clustering = cluster_train_set(self.model, self.train, self.cluster, self.ctx, mixed=(phase == 2))
         t_cluster = time.time() - t0
-        if rnd.num_v == 0 or rnd.num_r == 0:
-            raise NoClustersError(f"CMC phase {phase} epoch {epoch + 1}: clustering found {rnd.num_v} visible and "
-                                  f"{rnd.num_r} infrared clusters")
+        if clustering.num_v == 0 or clustering.num_r == 0:
+            raise NoClustersError(f"CMC phase {phase} epoch {epoch + 1}: clustering found {clustering.num_v} visible and "
+                                  f"{clustering.num_r} infrared clusters")
         seed = self.ctx.seed * 1000 + global_epoch * 2
-        main = ContrastTarget(rnd.labels_v, rnd.labels_r,
-                              self.memory(cluster_centroids(rnd.features_v, rnd.labels_v, rnd.num_v)),
-                              self.memory(cluster_centroids(rnd.features_r, rnd.labels_r, rnd.num_r)))
-        main_batches = (self.batches(rnd.labels_v, self.train.visible.camids, seed),
-                        self.batches(rnd.labels_r, self.train.infrared.camids, seed + 1))
-        mixed = self.mixed_target(rnd) if phase == 2 else None
+        main = ContrastTarget(clustering.labels_v, clustering.labels_r,
+                              self.memory(cluster_centroids(clustering.features_v, clustering.labels_v, clustering.num_v)),
+                              self.memory(cluster_centroids(clustering.features_r, clustering.labels_r, clustering.num_r)))
+        main_batches = (self.batches(clustering.labels_v, self.train.visible.camids, seed),
+                        self.batches(clustering.labels_r, self.train.infrared.camids, seed + 1))
+        mixed = self.mixed_target(clustering) if phase == 2 else None
         mixed_batches = None if mixed is None else (
             self.batches(mixed.labels_v, self.train.visible.camids, seed + 500),
             self.batches(mixed.labels_r, self.train.infrared.camids, seed + 501))
@@ -164,14 +164,14 @@ class CMCTrainer:
                 losses_m.append(self.contrast_step(views_m, mixed_step, mixed, optimizer))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         record = {"phase": phase, "loss": float(np.mean(losses)), "seconds_cluster": t_cluster,
-                  "seconds_train": time.time() - t1, **rnd.metrics}
+                  "seconds_train": time.time() - t1, **clustering.metrics}
         if losses_m:
             record["loss_mixed"] = float(np.mean(losses_m))
-        self.ctx.run.save_npz(f"pseudo_labels/cmc_phase{phase}_epoch{epoch:03d}.npz", **rnd.arrays())
+        self.ctx.run.save_npz(f"pseudo_labels/cmc_phase{phase}_epoch{epoch:03d}.npz", **clustering.arrays())
         memories = {"visible": main.memory_v.features.detach().cpu(), "infrared": main.memory_r.features.detach().cpu()}
         if mixed is not None:
             memories["mixed"] = mixed.memory_v.features.detach().cpu()
-        return record, memories, rnd
+        return record, memories, clustering
 
 
 def _epoch_line(phase: int, epoch: int, epochs: int, record: dict) -> str:

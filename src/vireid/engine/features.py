@@ -103,10 +103,10 @@ def cluster_train_set(model: nn.Module, train: TrainSet, cluster_cfg: ClusterCon
             metrics["ari_mixed"] = float(res_m.ari)
             metrics.update(cross_modal_quality(lm_v, lm_r, truth_v, truth_r))
     labels = broadcast_arrays(labels, 4 if mixed else 2)
-    rnd = ClusteringRound(feat_v, feat_r, labels[0], labels[1], metrics=metrics)
+    clustering = ClusteringRound(feat_v, feat_r, labels[0], labels[1], metrics=metrics)
     if mixed:
-        rnd.labels_m_v, rnd.labels_m_r = labels[2], labels[3]
-    return rnd
+        clustering.labels_m_v, clustering.labels_m_r = labels[2], labels[3]
+    return clustering
 
 
 def _fit_k(k1: int, k2: int, n: int) -> tuple[int, int]:

@@ -28,14 +28,14 @@ class SharedLabels:
     summary: dict = field(default_factory=dict)
 
 
-def match_round(rnd: ClusteringRound, mmlm: MMLMConfig, device, truth: tuple | None = None
+def match_round(clustering: ClusteringRound, mmlm: MMLMConfig, device, truth: tuple | None = None
                 ) -> tuple[MatchResult, dict]:
     """Run multi_memory_match on a clustering round; returns (MatchResult, summary dict). With
     `truth` = (visible pids, infrared pids) the summary adds the matching's reliability measures."""
-    result = multi_memory_match(rnd.features_v.to(device), rnd.labels_v, rnd.features_r.to(device), rnd.labels_r,
+    result = multi_memory_match(clustering.features_v.to(device), clustering.labels_v, clustering.features_r.to(device), clustering.labels_r,
                                 n_memories=mmlm.n_memories, seed=mmlm.seed, kmeans_iterations=mmlm.kmeans_iterations,
                                 assignment=mmlm.assignment, cost_sum_over=mmlm.cost_sum_over)
-    summary = {"pairs": int(len(result.pairs)), "clusters_visible": rnd.num_v, "clusters_infrared": rnd.num_r,
+    summary = {"pairs": int(len(result.pairs)), "clusters_visible": clustering.num_v, "clusters_infrared": clustering.num_r,
                "rounds": int(np.max(result.rounds)) if len(result.rounds) else 0}
     if truth is not None and truth[0] is not None:
         summary.update({k: float(v) for k, v in result.evaluate(*truth).items()})
@@ -48,22 +48,22 @@ def mmlm_stage(model: nn.Module, train: TrainSet, mmlm: MMLMConfig, cluster: Clu
 
     Rank 0 matches and broadcasts the shared labels; its matching and summary go to `mmlm/`.
     """
-    rnd = cluster_train_set(model, train, cluster, ctx, mixed=False)
-    if rnd.num_v == 0 or rnd.num_r == 0:
-        raise NoClustersError(f"MMLM: clustering found {rnd.num_v} visible and {rnd.num_r} infrared clusters, "
+    clustering = cluster_train_set(model, train, cluster, ctx, mixed=False)
+    if clustering.num_v == 0 or clustering.num_r == 0:
+        raise NoClustersError(f"MMLM: clustering found {clustering.num_v} visible and {clustering.num_r} infrared clusters, "
                               "so there is nothing to match")
     if not is_main():
         labels_v, labels_r, k = broadcast_arrays(None, 3)
         return SharedLabels(labels_v, labels_r, int(k[0]))
-    result, summary = match_round(rnd, mmlm, ctx.device, (train.visible.pids, train.infrared.pids))
-    shared = SharedLabels(result.labels_v_transferred.astype(np.int64), rnd.labels_r.astype(np.int64),
-                          rnd.num_r, summary)
+    result, summary = match_round(clustering, mmlm, ctx.device, (train.visible.pids, train.infrared.pids))
+    shared = SharedLabels(result.labels_v_transferred.astype(np.int64), clustering.labels_r.astype(np.int64),
+                          clustering.num_r, summary)
     broadcast_arrays([shared.labels_v, shared.labels_r, np.array([shared.num_classes])], 3)
     run = ctx.run
     run.save_npz("mmlm/matching.npz", pairs=result.pairs, cost=result.cost, rounds=result.rounds,
-                 labels_visible=rnd.labels_v, labels_infrared=rnd.labels_r,
+                 labels_visible=clustering.labels_v, labels_infrared=clustering.labels_r,
                  labels_visible_transferred=result.labels_v_transferred,
-                 features_visible=rnd.features_v.half().numpy(), features_infrared=rnd.features_r.half().numpy(),
+                 features_visible=clustering.features_v.half().numpy(), features_infrared=clustering.features_r.half().numpy(),
                  pids_visible=train.visible.pids, pids_infrared=train.infrared.pids)
     run.write_json("mmlm/summary.json", summary)
     run.log_metrics("mmlm", stage="mmlm", **summary)
@@ -73,9 +73,9 @@ def mmlm_stage(model: nn.Module, train: TrainSet, mmlm: MMLMConfig, cluster: Clu
 
 def mixed_shared_labels(model: nn.Module, train: TrainSet, cluster: ClusterConfig, ctx: RunContext) -> SharedLabels:
     """Without MMLM (ablation `mmlm.enabled: false`): the mixed clustering's labels are the shared space."""
-    rnd = cluster_train_set(model, train, cluster, ctx, mixed=True)
-    labels_v, labels_r = rnd.labels_m_v.astype(np.int64), rnd.labels_m_r.astype(np.int64)
-    summary = {"clusters_mixed": rnd.num_m,
+    clustering = cluster_train_set(model, train, cluster, ctx, mixed=True)
+    labels_v, labels_r = clustering.labels_m_v.astype(np.int64), clustering.labels_m_r.astype(np.int64)
+    summary = {"clusters_mixed": clustering.num_m,
                "ari_all": shared_label_ari(labels_v, labels_r, train.visible.pids, train.infrared.pids)}
     ctx.run.log_metrics("mmlm", stage="mmlm", enabled=0, **summary)
-    return SharedLabels(labels_v, labels_r, rnd.num_m, summary)
+    return SharedLabels(labels_v, labels_r, clustering.num_m, summary)

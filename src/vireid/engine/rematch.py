@@ -43,11 +43,11 @@ def recompute_matching(run_dir: str | None = None, features: str | None = None, 
         cfg.mmlm.n_memories = n_memories
     if assignment is not None:
         cfg.mmlm.assignment = assignment
-    rnd = ClusteringRound(torch.from_numpy(arrays["features_visible"]).float(),
+    clustering = ClusteringRound(torch.from_numpy(arrays["features_visible"]).float(),
                           torch.from_numpy(arrays["features_infrared"]).float(),
                           arrays["labels_visible"].astype(np.int64), arrays["labels_infrared"].astype(np.int64))
     truth = (arrays.get("pids_visible"), arrays.get("pids_infrared"))
-    result, summary = match_round(rnd, cfg.mmlm, select_device(device), truth)
+    result, summary = match_round(clustering, cfg.mmlm, select_device(device), truth)
     lines = [f"MMLM matching of {path} (n_memories={cfg.mmlm.n_memories}, assignment={cfg.mmlm.assignment}, "
              f"cost summed over {cfg.mmlm.cost_sum_over} memories)"]
     lines += [f"  {k}: {v:.4f}" if isinstance(v, float) else f"  {k}: {v}" for k, v in summary.items()]

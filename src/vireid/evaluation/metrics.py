@@ -1,4 +1,4 @@
-"""Ranking metrics for cross-modality retrieval (METHOD §7): CMC, mAP and mINP.
+"""Ranking metrics for cross-modality retrieval (docs/method.md §7): CMC, mAP and mINP.
 
 The per-query definitions are the standard ones; what is particular here is how they are computed.
 A per-query loop sorts every gallery row, O(G log G) per query, and that dominates its time. We

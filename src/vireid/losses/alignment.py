@@ -1,4 +1,4 @@
-"""Intra-modality prototype alignment (L_intra of the SCA stage, METHOD §6.3)."""
+"""Intra-modality prototype alignment (L_intra of the SCA stage, docs/method.md §6.3)."""
 
 from __future__ import annotations
 

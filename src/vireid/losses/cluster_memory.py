@@ -1,4 +1,4 @@
-"""ClusterNCE over a memory of cluster features with the momentum update of cluster contrast (METHOD §6.1)."""
+"""ClusterNCE over a memory of cluster features with the momentum update of cluster contrast (docs/method.md §6.1)."""
 
 from __future__ import annotations
 

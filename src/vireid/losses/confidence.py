@@ -1,4 +1,4 @@
-"""Per-sample label confidence from the loss distribution: a 2-component GMM (METHOD §6.3)."""
+"""Per-sample label confidence from the loss distribution: a 2-component GMM (docs/method.md §6.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Multi-kernel MMD and the stop-gradient inter-modality loss (L_inter of the SCA stage, METHOD §6.3)."""
+"""Multi-kernel MMD and the stop-gradient inter-modality loss (L_inter of the SCA stage, docs/method.md §6.3)."""
 
 from __future__ import annotations
 
