@@ -51,7 +51,7 @@ def _as_built(batch: Any) -> Any:
 
 
 def _batch_seed(seed: int, index: int) -> int:
-    return int(np.random.SeedSequence([seed, 0, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
 class _SeededBatches(Dataset):
@@ -74,8 +74,8 @@ class _SeededBatches(Dataset):
 class BatchLoader:
     """Iterate `build_batch(b)` for each batch b of `batch_sampler`, optionally in worker processes.
 
-    The sampler runs in the main process; batch order is kept. With `seed`, batch i of epoch e is
-    built under torch seed f(seed, e, i) (the global RNG outside is left untouched), so the tensors
+    The sampler runs in the main process; batch order is kept. With `seed`, batch i is built under
+    torch seed f(seed, i) (the global RNG outside is left untouched), so the tensors
     are the same for any `num_workers` and a resumed run repeats its augmentations; without it,
     transforms draw from the global RNG (main process) or torch's per-worker seeds.
     """

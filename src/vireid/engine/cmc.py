@@ -137,22 +137,23 @@ class CMCTrainer:
         if clustering.num_v == 0 or clustering.num_r == 0:
             raise NoClustersError(f"CMC phase {phase} epoch {epoch + 1}: clustering found {clustering.num_v} visible and "
                                   f"{clustering.num_r} infrared clusters")
-        seed = self.ctx.seed * 1000 + global_epoch * 2
+        seed = lambda stream: self.ctx.seed_for("cmc", global_epoch, stream)  # noqa: E731
         main = ContrastTarget(clustering.labels_v, clustering.labels_r,
                               self.memory(cluster_centroids(clustering.features_v, clustering.labels_v, clustering.num_v)),
                               self.memory(cluster_centroids(clustering.features_r, clustering.labels_r, clustering.num_r)))
-        main_batches = (self.batches(clustering.labels_v, self.train.visible.camids, seed),
-                        self.batches(clustering.labels_r, self.train.infrared.camids, seed + 1))
+        main_batches = (self.batches(clustering.labels_v, self.train.visible.camids, seed("clusters-visible")),
+                        self.batches(clustering.labels_r, self.train.infrared.camids, seed("clusters-infrared")))
         mixed = self.mixed_target(clustering) if phase == 2 else None
         mixed_batches = None if mixed is None else (
-            self.batches(mixed.labels_v, self.train.visible.camids, seed + 500),
-            self.batches(mixed.labels_r, self.train.infrared.camids, seed + 501))
+            self.batches(mixed.labels_v, self.train.visible.camids, seed("mixed-visible")),
+            self.batches(mixed.labels_r, self.train.infrared.camids, seed("mixed-infrared")))
         # Every iteration's indices are drawn up front (cheap), so the images can be augmented ahead of
         # time in `data.workers` processes; batch i is built under its own seed, the same for any count.
         steps = [[tuple(next(b) for b in main_batches),
                   tuple(next(b) for b in mixed_batches) if mixed_batches is not None else None]
                  for _ in range(self.cmc.iterations)]
-        loader = training_loader(steps, self.train, self.ctx, seed=self.ctx.seed * 1000 + global_epoch)
+        loader = training_loader(steps, self.train, self.ctx,
+                                 seed=self.ctx.seed_for("cmc", global_epoch, "augment", per_rank=True))
         self.model.train()
         losses, losses_m = [], []
         t1 = time.time()

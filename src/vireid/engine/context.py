@@ -19,6 +19,7 @@ from vireid.data.transforms import TrainTransforms, build_train_transforms, pape
 from vireid.engine.device import autocast
 from vireid.engine.distributed import world
 from vireid.engine.run import RunFolder
+from vireid.engine.seeds import derive_seed
 
 if TYPE_CHECKING:
     from vireid.engine.hooks import EpochEnd, Hook
@@ -53,6 +54,11 @@ class RunContext:
     @property
     def world_size(self) -> int:
         return world()[1]
+
+    def seed_for(self, stage: str, epoch: int, stream: str, per_rank: bool = False) -> int:
+        """The seed of one random stream (see engine/seeds.py); `per_rank` adds this rank to it."""
+        keys: tuple = (stage, epoch, stream) + ((self.rank,) if per_rank else ())
+        return derive_seed(self.seed, *keys)
 
     def autocast(self) -> ContextManager:
         """Mixed precision for a forward pass on this run's device (a no-op on CPU or with amp off)."""

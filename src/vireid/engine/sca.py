@@ -101,14 +101,14 @@ class SCATrainer:
         s, shared, ctx = self.sca, self.shared, self.ctx
         per = s.num_ids * s.num_instances
         if epoch < s.warmup_epochs:
-            rng = np.random.default_rng([ctx.seed, 7, epoch])
+            rng = np.random.default_rng(ctx.seed_for("sca", epoch, "warmup"))
             found = warmup_batches(shared.labels_v, shared.labels_r, per, rng, ctx.rank, ctx.world_size)
         else:
             iterations = s.iterations or max(1, math.ceil(int((shared.labels_v >= 0).sum()) / per))
             sampler = IdentitySampler(shared.labels_v, shared.labels_r, num_ids=s.num_ids,
-                                      num_instances=s.num_instances, iterations=iterations, seed=ctx.seed,
-                                      rank=ctx.rank, world_size=ctx.world_size)
-            sampler.set_epoch(epoch)
+                                      num_instances=s.num_instances, iterations=iterations,
+                                      seed=ctx.seed_for("sca", epoch, "identities"), rank=ctx.rank,
+                                      world_size=ctx.world_size)
             found = iter(sampler)
         return [(np.asarray(v), np.asarray(r)) for v, r in found]
 
@@ -117,7 +117,8 @@ class SCATrainer:
         s = self.sca
         if epoch < s.warmup_epochs:
             return None
-        conf = compute_confidence(self.model, self.train, self.shared, s, self.ctx, seed=self.ctx.seed + epoch)
+        conf = compute_confidence(self.model, self.train, self.shared, s, self.ctx,
+                                  seed=self.ctx.seed_for("sca", epoch, "gmm"))
         if s.prototype_init == "zero" and epoch == s.warmup_epochs:
             conf = conf.with_zero_prototypes()
         return conf
@@ -155,7 +156,8 @@ class SCATrainer:
         record["seconds_confidence"] = time.time() - t0
         self.model.train()
         batches = self.batches(epoch)
-        loader = training_loader(batches, self.train, self.ctx, seed=self.ctx.seed * 1000 + 700 + epoch)
+        loader = training_loader(batches, self.train, self.ctx, seed=self.ctx.seed_for("sca", epoch, "augment",
+                                                                                       per_rank=True))
         sums: dict[str, float] = {}
         t1 = time.time()
         for step, views in tqdm(zip(batches, loader), total=len(batches), desc=f"sca epoch {epoch}", leave=False,
