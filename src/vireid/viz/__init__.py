@@ -6,7 +6,7 @@ __getattr__, __dir__ = lazy_exports(
     __name__,
     {
         "plot_cmc": ".plots",
-        "plot_training_curves": ".plots",
+        "plot_training_curves": ".curves",
         "plot_ranked_lists": ".plots",
         "plot_tsne": ".plots",
     },
