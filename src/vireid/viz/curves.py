@@ -56,6 +56,7 @@ class Panel:
     references: dict[str, tuple[float, str]] = field(default_factory=dict)
     log_y: bool = False
     unit_range: bool = False  # fractions and ARIs: y from 0 (or below) to 1, comparable between runs
+    from_zero: bool = False  # counts and seconds: y from 0
 
 
 # ---------------------------------------------------------------------------- reading events
@@ -131,11 +132,11 @@ def mmlm_event(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return found[-1] if found else None
 
 
-def phase_starts(events: list[dict[str, Any]], stage: str) -> list[float]:
-    """x positions (1-based epochs) where a CMC phase after the first begins."""
+def phase_starts(events: list[dict[str, Any]], stage: str) -> dict[float, str]:
+    """x (1-based epoch) -> "phase N" where a CMC phase after the first begins."""
     rows = sorted((e for e in latest_events(events) if e.get("event") == "epoch" and e.get("stage") == stage
                    and e.get("epoch") is not None and "phase" in e), key=lambda e: e["epoch"])
-    return [float(b["epoch"] + 1) for a, b in zip(rows, rows[1:]) if b["phase"] != a["phase"]]
+    return {float(b["epoch"] + 1): f"phase {b['phase']}" for a, b in zip(rows, rows[1:]) if b["phase"] != a["phase"]}
 
 
 # ---------------------------------------------------------------------------- grouping into panels
@@ -158,21 +159,26 @@ def _log_scale(series: list[Series]) -> bool:
     return bool(values) and min(values) > 0 and max(values) / min(values) > 100
 
 
-def _evaluation_panel(events: list[dict[str, Any]], stage: str, chance: dict[str, float]) -> Panel | None:
+EVAL_COLOURS = ("#222222", "#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#17becf")
+
+
+def _evaluation_panels(events: list[dict[str, Any]], stage: str, chance: dict[str, float]) -> list[Panel]:
+    """Rank-1 (with each protocol's chance level, dotted) and mAP, one colour per protocol."""
     points = evaluation_points(events, stage)
-    if not points:
-        return None
-    series, references = [], {}
-    for i, (protocol, metrics) in enumerate(points.items()):
-        colour = OTHER_COLOURS[i % len(OTHER_COLOURS)] if i else "#1f77b4"
-        for metric, label in EVAL_METRICS:
+    colours = {p: EVAL_COLOURS[i % len(EVAL_COLOURS)] for i, p in enumerate(points)}
+    panels = []
+    for metric, label in EVAL_METRICS:
+        series = []
+        for protocol, metrics in points.items():
             if metric in metrics:
                 xs, ys = metrics[metric]
-                series.append(Series(f"{protocol} {label}", xs, [100 * y for y in ys], dashed=metric != "rank1",
-                                     colour=colour, in_legend=metric == "rank1"))
-        if protocol in chance:
-            references[f"chance Rank-1 ({protocol})"] = (100 * chance[protocol], colour)
-    return Panel("evaluation: Rank-1 solid, mAP dashed, chance dotted", "%", series, references)
+                series.append(Series(protocol, xs, [100 * y for y in ys], colour=colours[protocol]))
+        references = {f"chance {protocol}": (100 * chance[protocol], colours[protocol])
+                      for protocol in points if metric == "rank1" and protocol in chance}
+        title = f"evaluation: {label}" + (" (dotted: chance)" if references else "")
+        if series:
+            panels.append(Panel(title, "%", series, references))
+    return panels
 
 
 def _cross_modal_panels(named, mmlm: dict[str, Any] | None, mmlm_x: float) -> list[Panel]:
@@ -181,14 +187,14 @@ def _cross_modal_panels(named, mmlm: dict[str, Any] | None, mmlm_x: float) -> li
         series = _pick(named, lambda k: k == "mixed_cross_modal_clusters",
                        {"mixed_cross_modal_clusters": "mixed clusters holding both modalities"})
         series += [Series("all mixed clusters", *named["clusters_mixed"], dashed=True)] if "clusters_mixed" in named else []
-        panels.append(Panel("cross-modality: mixed clusters with both modalities", "clusters", series))
+        panels.append(Panel("mixed clusters holding both modalities", "clusters", series, from_zero=True))
     agreement = _pick(named, lambda k: k == "mixed_cross_modal_correct",
                       {"mixed_cross_modal_correct": "both-modality clusters whose modalities agree on the identity"})
     if mmlm is not None:
         agreement += [Series(label, [mmlm_x], [float(mmlm[key])], markers_only=True)
                       for key, label in MMLM_KEYS if _numeric(mmlm.get(key))]
     if agreement:
-        panels.append(Panel("cross-modality agreement with true identities", "fraction", agreement, unit_range=True))
+        panels.append(Panel("cross-modality agreement", "fraction", agreement, unit_range=True))
     return panels
 
 
@@ -201,7 +207,7 @@ def stage_panels(events: list[dict[str, Any]], stage: str, chance: dict[str, flo
     events = latest_events(events)
     named = epoch_series(events, stage)
     epochs = stage_epochs(events, stage)
-    panels: list[Panel | None] = [_evaluation_panel(events, stage, chance or {})]
+    panels = _evaluation_panels(events, stage, chance or {})
     mmlm = mmlm_event(events) if with_mmlm else None
     mmlm_x = evaluation_x(None, epochs) if stage == "cmc" else 0.0  # MMLM runs on CMC's last model
     panels += _cross_modal_panels(named, mmlm, mmlm_x)
@@ -219,11 +225,12 @@ def stage_panels(events: list[dict[str, Any]], stage: str, chance: dict[str, flo
         series = _pick(named, keep, LABELS)
         used |= {k for k in named if keep(k)}
         if series:
-            panels.append(Panel(title, ylabel, series, log_y=log and _log_scale(series), unit_range=unit))
+            panels.append(Panel(title, ylabel, series, log_y=log and _log_scale(series), unit_range=unit,
+                                from_zero=ylabel in ("count", "seconds")))
     other = _pick(named, lambda k: k not in used)
     if other:
         panels.append(Panel("other logged values", "value", other))
-    return [p for p in panels if p is not None]
+    return panels
 
 
 def training_stages(events: list[dict[str, Any]]) -> list[str]:
@@ -236,8 +243,10 @@ def training_stages(events: list[dict[str, Any]]) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- drawing
-def draw_panel(ax: Any, panel: Panel, vlines: Iterable[float] = (), xlim: tuple[float, float] | None = None) -> None:
-    """Draw one panel into a matplotlib axes (shared by the per-run and the across-run figures)."""
+def draw_panel(ax: Any, panel: Panel, marks: dict[float, str] | None = None,
+               xlim: tuple[float, float] | None = None) -> None:
+    """Draw one panel into a matplotlib axes (shared by the per-run and the across-run figures);
+    `marks` are x -> label of what starts there (a vertical line half an epoch before)."""
     free = iter(OTHER_COLOURS * 4)
     for s in panel.series:
         colour = s.colour or next(free)
@@ -249,14 +258,14 @@ def draw_panel(ax: Any, panel: Panel, vlines: Iterable[float] = (), xlim: tuple[
                     label=label)
     for y, colour in panel.references.values():
         ax.axhline(y, color=colour, linestyle=":", linewidth=1.4)
-    for x in vlines:
-        ax.axvline(x - 0.5, color="0.6", linewidth=1, linestyle="-.")
-        ax.text(x - 0.42, 0.02, "phase 2", transform=ax.get_xaxis_transform(), fontsize=7, color="0.4")
+    draw_marks(ax, marks or {})
     if panel.log_y:
         ax.set_yscale("log")
     if panel.unit_range:
         low = min([0.0] + [v for s in panel.series for v in s.y])
         ax.set_ylim(low - 0.03, 1.03)
+    elif panel.from_zero and not panel.log_y:
+        ax.set_ylim(bottom=-0.04 * max(ax.get_ylim()[1], 1.0))
     if xlim is not None:
         ax.set_xlim(*xlim)
     ax.set_title(panel.title, fontsize=10)
@@ -268,20 +277,29 @@ def draw_panel(ax: Any, panel: Panel, vlines: Iterable[float] = (), xlim: tuple[
     ax.legend(fontsize=7, loc="best", framealpha=0.8)
 
 
+def draw_marks(ax: Any, marks: dict[float, str]) -> None:
+    """A vertical line half an epoch before each x where something starts, with its label."""
+    for x, text in marks.items():
+        ax.axvline(x - 0.5, color="0.6", linewidth=1, linestyle="-.")
+        ax.text(x - 0.42, 0.02, text, transform=ax.get_xaxis_transform(), fontsize=7, color="0.4")
+
+
 def common_xlim(panels: list[Panel]) -> tuple[float, float] | None:
     """One x range for every panel of a figure, half an epoch beyond the first and last points."""
     xs = [x for p in panels for s in p.series for x in s.x]
     return (min(xs) - 0.5, max(xs) + 0.5) if xs else None
 
 
-def stage_figure(panels: list[Panel], title: str, vlines: Iterable[float] = (), columns: int = 3) -> Figure:
-    """A figure of panels on a grid `columns` wide, all on the same x range."""
+def stage_figure(panels: list[Panel], title: str, marks: dict[float, str] | None = None,
+                 columns: int | None = None) -> Figure:
+    """A figure of panels on a grid (default: 4 wide from 7 panels on, else 3), all on one x range."""
+    columns = columns or (4 if len(panels) >= 7 else 3)
     columns = max(1, min(columns, len(panels)))
     rows = -(-len(panels) // columns)
-    fig = Figure(figsize=(4.3 * columns, 3.1 * rows + 0.4), layout="constrained")
-    vlines, xlim = list(vlines), common_xlim(panels)
+    fig = Figure(figsize=(3.7 * columns, 2.9 * rows + 0.4), layout="constrained")
+    xlim = common_xlim(panels)
     for i, panel in enumerate(panels):
-        draw_panel(fig.add_subplot(rows, columns, i + 1), panel, vlines, xlim)
+        draw_panel(fig.add_subplot(rows, columns, i + 1), panel, marks, xlim)
     fig.suptitle(title, fontsize=12, fontweight="bold")
     return fig
 
