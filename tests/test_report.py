@@ -8,6 +8,7 @@ the report of a real smoke run.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 from html.parser import HTMLParser
@@ -118,14 +119,31 @@ def fake_run(folder: Path, sca_inter: bool = True, demo: bool = False, rank1: fl
     return folder
 
 
+def make_two_runs(base: Path) -> list[Path]:
+    return [fake_run(base / "runs" / "full", demo=True),
+            fake_run(base / "runs" / "no-inter", sca_inter=False, rank1=0.10)]
+
+
 @pytest.fixture
 def two_runs(tmp_path):
-    return [fake_run(tmp_path / "runs" / "full", demo=True),
-            fake_run(tmp_path / "runs" / "no-inter", sca_inter=False, rank1=0.10)]
+    return make_two_runs(tmp_path)
 
 
-def test_report_of_two_runs_has_every_run_section_and_picture(two_runs, tmp_path):
-    out = write_report(two_runs, tmp_path / "out" / "report.html")
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Two runs and their report written once by `vireid report` (drawing takes seconds): paths, page, stdout."""
+    base = tmp_path_factory.mktemp("report")
+    runs = make_two_runs(base)
+    out = base / "out" / "report.html"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["report", *map(str, runs), "--out", str(out)])
+    assert code == 0
+    return runs, out, stdout.getvalue()
+
+
+def test_report_of_two_runs_has_every_run_section_and_picture(rendered):
+    _, out, _ = rendered
     page = assert_report_structure(out, 2)
     # overview: bars + overlaid curves; run 1: 2 stage figures + tsne x2, ranked lists, cmc; run 2: 2 + cmc
     assert len(page.images) == 2 + 6 + 3
@@ -134,8 +152,8 @@ def test_report_of_two_runs_has_every_run_section_and_picture(two_runs, tmp_path
     assert "http://" not in html and "https://" not in html
 
 
-def test_report_lists_the_second_runs_setting_that_differs(two_runs, tmp_path):
-    page = assert_report_structure(write_report(two_runs, tmp_path / "r.html"), 2)
+def test_report_lists_the_second_runs_setting_that_differs(rendered):
+    page = assert_report_structure(rendered[1], 2)
     cells = page.cells
     i = cells.index("sca.inter")
     assert cells[i + 1: i + 3] == ["True", "False"]
@@ -180,11 +198,9 @@ def test_run_labels_add_parent_folders_only_when_needed(tmp_path):
     assert run_labels([tmp_path / "a" / "x", tmp_path / "a" / "y"]) == ["x", "y"]
 
 
-def test_cli_writes_the_page_and_prints_its_path(two_runs, tmp_path, capsys):
-    out = tmp_path / "report.html"
-    assert main(["report", *map(str, two_runs), "--out", str(out)]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
-    assert_report_structure(out, 2)
+def test_cli_prints_the_pages_path(rendered):
+    _, out, stdout = rendered
+    assert stdout.strip() == str(out)
 
 
 @pytest.mark.parametrize("damage, expect", [

@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_match)
 
     p = sub.add_parser("report", help="one self-contained HTML page explaining and comparing finished runs")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders; the first is the reference for config differences")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="finished run folders; the others' config differences are listed against the first")
     p.add_argument("--out", default="report.html", metavar="FILE.html")
     p.set_defaults(func=cmd_report)
 

@@ -186,7 +186,8 @@ def _cross_modal_panels(named, mmlm: dict[str, Any] | None, mmlm_x: float) -> li
     if "mixed_cross_modal_clusters" in named:
         series = _pick(named, lambda k: k == "mixed_cross_modal_clusters",
                        {"mixed_cross_modal_clusters": "mixed clusters holding both modalities"})
-        series += [Series("all mixed clusters", *named["clusters_mixed"], dashed=True)] if "clusters_mixed" in named else []
+        if "clusters_mixed" in named:
+            series.append(Series("all mixed clusters", *named["clusters_mixed"], dashed=True))
         panels.append(Panel("mixed clusters holding both modalities", "clusters", series, from_zero=True))
     agreement = _pick(named, lambda k: k == "mixed_cross_modal_correct",
                       {"mixed_cross_modal_correct": "both-modality clusters whose modalities agree on the identity"})
@@ -265,7 +266,8 @@ def draw_panel(ax: Any, panel: Panel, marks: dict[float, str] | None = None,
         low = min([0.0] + [v for s in panel.series for v in s.y])
         ax.set_ylim(low - 0.03, 1.03)
     elif panel.from_zero and not panel.log_y:
-        ax.set_ylim(bottom=-0.04 * max(ax.get_ylim()[1], 1.0))
+        top = max(ax.get_ylim()[1], 1.0)
+        ax.set_ylim(-0.04 * top, top)
     if xlim is not None:
         ax.set_xlim(*xlim)
     ax.set_title(panel.title, fontsize=10)
@@ -274,7 +276,11 @@ def draw_panel(ax: Any, panel: Panel, marks: dict[float, str] | None = None,
     ax.tick_params(labelsize=7)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best", framealpha=0.8)
+    entries = sum(s.in_legend for s in panel.series)
+    if entries > 4:  # a long legend goes under the axes, where it hides no line
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    else:
+        ax.legend(fontsize=7, loc="best", framealpha=0.8)
 
 
 def draw_marks(ax: Any, marks: dict[float, str]) -> None:
@@ -291,13 +297,14 @@ def common_xlim(panels: list[Panel]) -> tuple[float, float] | None:
 
 
 def stage_figure(panels: list[Panel], title: str, marks: dict[float, str] | None = None,
-                 columns: int | None = None) -> Figure:
-    """A figure of panels on a grid (default: 4 wide from 7 panels on, else 3), all on one x range."""
-    columns = columns or (4 if len(panels) >= 7 else 3)
+                 columns: int | None = None, shared_x: bool = True) -> Figure:
+    """A figure of panels on a grid `columns` wide (default 4), all on one x range unless `shared_x`
+    is False."""
+    columns = columns or 4
     columns = max(1, min(columns, len(panels)))
     rows = -(-len(panels) // columns)
     fig = Figure(figsize=(3.7 * columns, 2.9 * rows + 0.4), layout="constrained")
-    xlim = common_xlim(panels)
+    xlim = common_xlim(panels) if shared_x else None
     for i, panel in enumerate(panels):
         draw_panel(fig.add_subplot(rows, columns, i + 1), panel, marks, xlim)
     fig.suptitle(title, fontsize=12, fontweight="bold")

@@ -219,7 +219,8 @@ def comparison_bars(runs: Sequence[RunRecord], labels: Sequence[str]) -> Figure:
                                                (("rank1", "#4a6fa5", "Rank-1"), ("mAP", "#e39b3b", "mAP"))):
             value = 100 * float(metrics.get(key, 0.0))
             ax.bar(i + offset, value, width, color=colour, label=name if i == 0 else None)
-            ax.text(i + offset, value, f"{value:.1f}", ha="center", va="bottom", fontsize=8)
+            ax.text(i + offset, value, f"{value:.1f}", ha="center", va="bottom", fontsize=8,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
         chance = run.chance.get(run.headline)
         if chance is not None:
             ax.plot([i - 0.45, i + 0.45], [100 * chance] * 2, color="0.25", linestyle=":", linewidth=1.6,
@@ -257,7 +258,7 @@ def overlay_panels(runs: Sequence[RunRecord], labels: Sequence[str]) -> list[Pan
                          for i, (r, lab, c) in enumerate(zip(runs, labels, colours))) if s is not None]
     panels = [Panel("Rank-1 at each evaluation (CMC epochs, then SCA's)", "%", rank1)] if rank1 else []
     wanted = (("cmc", ("mixed_cross_modal_clusters",), "CMC: mixed clusters with both modalities", "clusters"),
-              ("cmc", ("ari_visible", "ari_infrared"), "CMC: clustering ARI (solid visible, dashed infrared)", "ARI"),
+              ("cmc", ("ari_visible", "ari_infrared"), "CMC: ARI (solid visible, dashed infrared)", "ARI"),
               ("cmc", ("loss",), "CMC: loss", "loss"), ("sca", ("loss",), "SCA: loss", "loss"))
     for stage, keys, title, ylabel in wanted:
         series = []
@@ -300,7 +301,7 @@ def overview_section(runs: Sequence[RunRecord], labels: Sequence[str]) -> str:
     if panels:
         parts.append("<h3 id=\"overview-curves\">Key curves of every run</h3>")
         marks = stage_starts(runs[0]) if panels[0].title.startswith("Rank-1") else {}
-        fig = stage_figure(panels, "runs overlaid (one colour per run)", columns=3)
+        fig = stage_figure(panels, "runs overlaid (one colour per run)", columns=3, shared_x=False)
         draw_marks(fig.axes[0], marks)
         parts.append(_img(figure_png(fig), "overlaid curves"))
     parts.append("</section>")
