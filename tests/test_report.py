@@ -223,3 +223,16 @@ def test_partial_run_folder_is_one_error_line_naming_it(two_runs, tmp_path, caps
 def test_missing_folder_is_named(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nope"), "--out", str(tmp_path / "r.html")]) == 2
     assert f"run folder {tmp_path / 'nope'} does not exist" in capsys.readouterr().err
+
+
+def test_chance_level_of_a_dataset_counts_the_gallery_images_of_each_query_identity():
+    from types import SimpleNamespace as S
+
+    class TwoProtocols:  # 'all': ids 1, 2 in a gallery of 4 images; 'indoor': only id 1's image
+        def evaluation_splits(self, trials):
+            query = [S(pid=1), S(pid=2)]
+            return {"all": [(query, [S(pid=1), S(pid=2), S(pid=2), S(pid=3)])], "indoor": [(query, [S(pid=1)])]}
+
+    from vireid.viz.runs import dataset_chance_rank1
+
+    assert dataset_chance_rank1(TwoProtocols()) == {"all": pytest.approx((1 / 4 + 2 / 4) / 2), "indoor": 0.5}

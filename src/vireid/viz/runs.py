@@ -108,8 +108,7 @@ def chance_rank1(run: RunRecord) -> dict[str, float]:
     """protocol -> expected Rank-1 of a random ranking, when the run says it or its dataset can be opened.
 
     demo_summary.json may carry ``"chance_rank1": {protocol: value}``; otherwise the dataset named in
-    config.yaml is opened and, for each protocol's first split, the chance is the mean over queries of
-    (gallery images of the query's identity) / (gallery size). An unreadable dataset gives {}.
+    config.yaml is opened (`dataset_chance_rank1`). An unreadable dataset gives {}.
     """
     given = (run.demo_summary or {}).get("chance_rank1")
     if isinstance(given, dict):
@@ -121,9 +120,15 @@ def chance_rank1(run: RunRecord) -> dict[str, float]:
         from vireid.data.registry import open_dataset
 
         dataset = open_dataset(name, Path(str(root)).expanduser(), trial=int(run.config.get("data.trial") or 1))
-        splits = dataset.evaluation_splits(trials=1)
+        return dataset_chance_rank1(dataset)
     except (VireidError, OSError, ValueError):
         return {}
+
+
+def dataset_chance_rank1(dataset: Any) -> dict[str, float]:
+    """protocol -> expected Rank-1 of a random ranking on the dataset's first gallery draw (a reader
+    with `evaluation_splits`): the mean over queries of (gallery images of its identity) / (gallery size)."""
+    splits = dataset.evaluation_splits(trials=1)
     return {protocol: _random_rank1(*pairs[0]) for protocol, pairs in splits.items() if pairs}
 
 
