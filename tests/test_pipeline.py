@@ -171,3 +171,15 @@ def test_no_clusters_ends_with_a_warning_and_the_current_models_metrics(workspac
     log = (out / "log.txt").read_text()
     assert "WARNING" in log and "cluster.eps" in log and "cluster.min_samples" in log and "stages are skipped" in log
     assert set(json.loads((out / "final_metrics.json").read_text())) == set(PROTOCOLS)
+
+
+def test_report_of_the_run_has_every_section_and_evaluations_on_their_epochs(finished_run, tmp_path):
+    from test_report import assert_report_structure
+    from vireid.viz.curves import evaluation_points, read_events
+    from vireid.viz.report import write_report
+
+    events = read_events(finished_run / "metrics.jsonl")
+    for stage in ("cmc", "sca"):  # evaluated after epoch index 0 (x = 1) and after the stage's 2nd epoch (x = 2)
+        assert evaluation_points(events, stage)["all-single"]["rank1"][0] == [1.0, 2.0]
+    page = assert_report_structure(write_report([finished_run], tmp_path / "report.html"), 1)
+    assert len(page.images) == 1 + 2 + 1  # bars; CMC and SCA curves; plots/cmc.png

@@ -1,14 +1,12 @@
-"""Plots: each function writes a real PNG; ranked lists frame hits green and misses red."""
+"""Plots: each function writes a real PNG; ranked lists frame hits green and misses red (curves: test_curves.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from vireid.viz import plot_cmc, plot_ranked_lists, plot_training_curves, plot_tsne
+from vireid.viz import plot_cmc, plot_ranked_lists, plot_tsne
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -25,18 +23,6 @@ def test_cmc_plot(tmp_path):
     path = plot_cmc({"all-search": np.linspace(0.6, 0.95, 20), "indoor": np.linspace(64, 97, 20)},
                     tmp_path / "plots" / "cmc.png")
     assert is_png(path)
-
-
-def test_training_curves_one_figure_per_stage(tmp_path):
-    events = [{"event": "epoch", "stage": "cmc", "epoch": e, "time": 1.0 + e, "loss": 3.0 - e,
-               "clusters_visible": 40 + e, "ari": 0.1 * e, "note": "x"} for e in range(4)]
-    events += [{"event": "epoch", "stage": "sca", "epoch": e, "time": 9.0, "loss": 1.0 / (e + 1)} for e in range(3)]
-    events += [{"event": "mmlm", "stage": "mmlm", "epoch": None, "time": 9.5, "matched_fraction": 0.8}]
-    metrics = tmp_path / "metrics.jsonl"
-    metrics.write_text("".join(json.dumps(e) + "\n" for e in events))
-    paths = plot_training_curves(metrics, tmp_path / "plots")
-    assert sorted(p.name for p in paths) == ["curves_cmc.png", "curves_mmlm.png", "curves_sca.png"]
-    assert all(is_png(p) for p in paths)
 
 
 def count_near(pixels: np.ndarray, rgb: tuple[int, int, int], tol: int = 40) -> int:

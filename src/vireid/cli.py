@@ -149,6 +149,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from vireid.viz.report import write_report
+
+    print(write_report(args.runs, args.out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vireid",
@@ -216,6 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--assignment", choices=("hungarian", "nearest"), default=None)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=cmd_match)
+
+    p = sub.add_parser("report", help="one self-contained HTML page explaining and comparing finished runs")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="finished run folders; the others' config differences are listed against the first")
+    p.add_argument("--out", default="report.html", metavar="FILE.html")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="export a checkpoint's stem and trunk to ONNX (with a parity check)")
     p.add_argument("--checkpoint", required=True, metavar="CKPT")

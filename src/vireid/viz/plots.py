@@ -1,4 +1,4 @@
-"""Pictures for people: CMC curves, training curves, ranked lists, t-SNE of the two modalities.
+"""Pictures for people: CMC curves, ranked lists, t-SNE of the two modalities (training curves: curves.py).
 
 Figures are built with `matplotlib.figure.Figure` (Agg canvas), never pyplot, so plotting works on
 headless servers and leaves no global state behind.
@@ -6,10 +6,6 @@ headless servers and leaves no global state behind.
 
 from __future__ import annotations
 
-import json
-import math
-import numbers
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -18,8 +14,6 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from vireid.data.image_cache import as_rgb8
-
-SKIP_KEYS = {"event", "stage", "epoch", "step", "time"}
 
 
 def _save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
@@ -45,55 +39,6 @@ def plot_cmc(results: Mapping[str, Sequence[float]], path: str | Path, title: st
     if results:
         ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
-
-
-def _series_by_stage(events: list[dict[str, Any]]) -> dict[str, dict[str, tuple[list[float], list[float]]]]:
-    """stage -> value name -> (x, y); x = epoch, else step, else the event's position."""
-    series: dict[str, dict[str, tuple[list[float], list[float]]]] = defaultdict(lambda: defaultdict(lambda: ([], [])))
-    for position, event in enumerate(events):
-        stage = event.get("stage") or event.get("event") or "run"
-        x = event.get("epoch") if event.get("epoch") is not None else event.get("step")
-        x = position if x is None else x
-        protocol = event.get("protocol")
-        for name, value in event.items():
-            if name in SKIP_KEYS or isinstance(value, bool) or not isinstance(value, numbers.Real):
-                continue
-            if protocol is not None:  # evaluations: one series per protocol, headline metrics only
-                if name not in ("rank1", "mAP"):
-                    continue
-                name = f"{protocol} {name}"
-            xs, ys = series[stage][name]
-            xs.append(float(x))
-            ys.append(float(value))
-    return series
-
-
-def plot_training_curves(metrics_jsonl_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """One figure per stage with a panel per numeric series (losses, cluster counts, ARI, ...).
-
-    Writes ``<out_dir>/curves_<stage>.png`` and returns the paths written.
-    """
-    with open(metrics_jsonl_path, encoding="utf-8") as handle:
-        events = [json.loads(line) for line in handle if line.strip()]
-    written = []
-    for stage, named in _series_by_stage(events).items():
-        names = sorted(named)
-        cols = min(3, len(names))
-        rows = math.ceil(len(names) / cols)
-        fig = Figure(figsize=(4 * cols, 2.8 * rows))
-        for i, name in enumerate(names):
-            ax = fig.add_subplot(rows, cols, i + 1)
-            xs, ys = named[name]
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
-            ax.set_title(name, fontsize=9)
-            ax.set_xlabel("epoch", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.grid(alpha=0.3)
-        fig.suptitle(stage)
-        fig.tight_layout()
-        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in stage)
-        written.append(_save(fig, Path(out_dir) / f"curves_{safe}.png"))
-    return written
 
 
 def _thumbnail(image: Any) -> np.ndarray:
