@@ -44,7 +44,11 @@ def test_overrides_may_follow_flags(tmp_path, monkeypatch):
     import vireid.engine.pipeline as pipeline
 
     seen = {}
-    monkeypatch.setattr(pipeline, "train", lambda cfg, resume=False: seen.update(cfg=cfg, resume=resume))
+    def fake_train(cfg, resume=False):
+        seen.update(cfg=cfg, resume=resume)
+        return pipeline.RunResult(final={}, run_dir=tmp_path / "run")
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
     code = main(["train", "--dataset", "sysu", "--data-root", str(tmp_path), "--output", str(tmp_path / "run"),
                  "cmc.lr=0.001", "--resume", "sca.epochs=7", "--seed", "3", "eval.every=2"])
     cfg = seen["cfg"]

@@ -12,11 +12,12 @@ PACKAGE = Path(vireid.__file__).parent
 
 # Lower numbers are lower layers; a module may import its own layer or lower ones.
 LAYERS = {
-    "vireid": 0, "vireid._lazy": 0, "vireid.errors": 0, "vireid.fileio": 0,
+    "vireid": 0, "vireid._lazy": 0, "vireid.errors": 0, "vireid.fileio": 0, "vireid.progress": 0,
     "vireid.config": 1, "vireid.data": 1, "vireid.models": 1, "vireid.clustering": 1, "vireid.losses": 1,
     "vireid.evaluation": 1, "vireid.viz": 1,
     "vireid.engine": 2,
     "vireid.demo": 3, "vireid.inference": 3, "vireid.export": 3, "vireid.gallery_search": 3,
+    "vireid.feature_export": 3,
     "vireid.cli": 4, "vireid.__main__": 4,
 }
 

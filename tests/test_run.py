@@ -68,9 +68,49 @@ def test_npz_and_json_are_written_whole(tmp_path, cfg):
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def _saved_an_epoch(run) -> None:
+    """What a run that finished an epoch has: a checkpoint (its content does not matter here)."""
+    (run / "checkpoints" / "last.pt").write_bytes(b"checkpoint")
+
+
 def test_refuses_a_folder_holding_another_run(tmp_path, cfg):
     RunFolder(tmp_path / "run", cfg, console=False).close()
+    _saved_an_epoch(tmp_path / "run")
     with pytest.raises(RunFolderError, match=r"--resume.*--output"):
+        RunFolder(tmp_path / "run", cfg, console=False)
+
+
+def test_a_run_that_saved_no_checkpoint_is_started_again_in_its_folder(tmp_path, cfg):
+    with RunFolder(tmp_path / "run", cfg, console=False) as run:
+        run.log("first attempt")
+        run.log_metrics("epoch", stage="cmc", epoch=0, loss=1.0)
+        run.write_json("mmlm/summary.json", {"pairs": 1})
+    other = load_config("smoke", ["cluster.eps=0.3"])  # the fix of the first attempt's settings
+    with RunFolder(tmp_path / "run", other, console=False) as run:
+        run.log("second attempt")
+    root = tmp_path / "run"
+    assert yaml.safe_load((root / "config.yaml").read_text())["cluster"]["eps"] == 0.3
+    assert read_metrics(root) == [] and not (root / "mmlm").exists()  # the first attempt's artefacts are gone
+    log = (root / "log.txt").read_text()
+    assert "first attempt" in log and "second attempt" in log  # its story is kept
+
+
+@pytest.mark.parametrize("state", ["missing", "empty", "foreign"])
+def test_resume_needs_a_run_to_continue(tmp_path, cfg, state):
+    folder = tmp_path / "run"
+    if state != "missing":
+        folder.mkdir()
+    if state == "foreign":
+        (folder / "notes.txt").write_text("not a run")
+    with pytest.raises(RunFolderError, match=rf"cannot resume: {folder} (does not exist|holds no vireid run)"):
+        RunFolder(folder, cfg, resume=True, console=False)
+    assert state != "missing" or not folder.exists()
+
+
+def test_a_folder_of_other_files_is_not_taken_over(tmp_path, cfg):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="holds other files, not a vireid run"):
         RunFolder(tmp_path / "run", cfg, console=False)
 
 
@@ -83,6 +123,7 @@ def test_an_empty_existing_folder_is_fine(tmp_path, cfg):
 def test_resume_appends_to_the_same_run(tmp_path, cfg):
     with RunFolder(tmp_path / "run", cfg, console=False) as run:
         run.log_metrics("epoch", stage="cmc", epoch=0, loss=1.0)
+    _saved_an_epoch(tmp_path / "run")
     moved = load_config("smoke", ["device=auto", "data.root=/elsewhere"])  # allowed to differ
     with RunFolder(tmp_path / "run", moved, resume=True, console=False) as run:
         run.log_metrics("epoch", stage="cmc", epoch=1, loss=0.5)
@@ -91,6 +132,7 @@ def test_resume_appends_to_the_same_run(tmp_path, cfg):
 
 def test_resume_refuses_a_different_config(tmp_path, cfg):
     RunFolder(tmp_path / "run", cfg, console=False).close()
+    _saved_an_epoch(tmp_path / "run")
     other = load_config("smoke", ["cluster.eps=0.3"])
     with pytest.raises(RunFolderError, match=r"cluster\.eps: 0\.6 -> 0\.3"):
         RunFolder(tmp_path / "run", other, resume=True, console=False)

@@ -14,6 +14,7 @@ A profile only changes keys that steps 3-5 leave unset, so explicit settings alw
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import os
 import re
@@ -316,6 +317,43 @@ def _get(cfg: Config, key: str) -> Any:
     return target
 
 
+# Ranges of the numeric settings an optimiser, loss or sampler would reject only mid-run (or not at
+# all, training nothing): (lowest, highest, whether the lowest itself is allowed).
+RANGES: dict[str, tuple[float, float, bool]] = {
+    "data.trial": (1, math.inf, True),
+    "model.gem_p": (0.0, math.inf, False),
+    "cmc.lr": (0.0, math.inf, False), "cmc.weight_decay": (0.0, math.inf, True),
+    "cmc.step_size": (0, math.inf, False), "cmc.gamma": (0.0, math.inf, False),
+    "cmc.temperature": (0.0, math.inf, False), "cmc.memory_momentum": (0.0, 1.0, True),
+    "mmlm.kmeans_iterations": (0, math.inf, False),
+    "sca.lr": (0.0, math.inf, False), "sca.backbone_lr_mult": (0.0, math.inf, True),
+    "sca.momentum": (0.0, 1.0, True), "sca.weight_decay": (0.0, math.inf, True),
+    "sca.triplet_margin": (0.0, math.inf, True), "sca.lambda_intra": (0.0, math.inf, True),
+    "sca.lambda_inter": (0.0, math.inf, True), "sca.intra_start": (0, math.inf, True),
+    "sca.inter_start": (0, math.inf, True), "sca.gmm_max_iter": (0, math.inf, False),
+    "sca.gmm_tol": (0.0, math.inf, False), "sca.gmm_reg_covar": (0.0, math.inf, True),
+    "sca.lr_warmup_epochs": (0, math.inf, True),
+}
+
+
+def _check_numbers(cfg: Config) -> None:
+    """Every float setting finite, and the settings of RANGES inside their range."""
+    for key in valid_keys():
+        value = _get(cfg, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key {key!r}: got {value!r}, expected a finite number")
+    for key, (low, high, low_ok) in RANGES.items():
+        value = _get(cfg, key)
+        if value < low or (value == low and not low_ok) or value > high:
+            bound = f">= {low:g}" if low_ok else f"> {low:g}"
+            if math.isfinite(high):
+                bound += f" and <= {high:g}"
+            raise ConfigError(f"config key {key!r}: got {value!r}, expected a number {bound}")
+    bad = [m for m in cfg.sca.lr_milestones if m < 0]
+    if bad:
+        raise ConfigError(f"config key 'sca.lr_milestones': got {cfg.sca.lr_milestones!r}, expected epochs >= 0")
+
+
 def validate(cfg: Config) -> Config:
     """Check choice fields and ranges; ConfigError names the key, the value and what is allowed."""
     datasets = dataset_names()
@@ -342,6 +380,7 @@ def validate(cfg: Config) -> Config:
     for key in non_negative:
         if _get(cfg, key) < 0:
             raise ConfigError(f"config key {key!r}: got {_get(cfg, key)!r}, expected >= 0")
+    _check_numbers(cfg)
     if not 0.0 < cfg.cluster.eps:
         raise ConfigError(f"config key 'cluster.eps': got {cfg.cluster.eps!r}, expected > 0")
     if cfg.cmc.batch_size % cfg.cmc.num_instances:

@@ -1,4 +1,8 @@
-"""Errors a user can cause and fix; the CLI prints them as one line, without a stack trace."""
+"""Errors a user can cause and fix; the CLI prints them as one line, without a stack trace.
+
+`vireid` exits with 2 for a `VireidError` (bad input or setting) and with 3 for a `RunStoppedError`
+(the inputs were fine but the run found nothing to train on, e.g. no clusters).
+"""
 
 
 class VireidError(Exception):
@@ -25,5 +29,17 @@ class FeatureFileError(VireidError):
     """A saved feature file misses an array or has arrays of the wrong shape."""
 
 
-class NoClustersError(VireidError):
+class OutputError(VireidError):
+    """An output file or folder cannot be written (a file in the way, a read-only place)."""
+
+
+class NonFiniteError(VireidError):
+    """A model or a feature file gives NaN or infinite numbers where features are expected."""
+
+
+class RunStoppedError(VireidError):
+    """The run could not train: a stage found nothing to learn from (command-line exit status 3)."""
+
+
+class NoClustersError(RunStoppedError):
     """Clustering found no cluster in a modality, so a stage has nothing to train on."""

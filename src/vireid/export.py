@@ -8,6 +8,7 @@ The batch axis is dynamic. One file per modality, since each has its own stem.
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ import torch
 from torch import nn
 
 from vireid.data.records import MODALITIES
-from vireid.errors import VireidError
+from vireid.errors import NonFiniteError, VireidError
+from vireid.fileio import check_writable_file
 from vireid.models.factory import load_model
 
 
@@ -51,6 +53,8 @@ def export_onnx(
     """
     if modality not in MODALITIES:
         raise VireidError(f"export modality must be one of {'|'.join(MODALITIES)}, got {modality!r}")
+    require_onnx()
+    out_path = check_writable_file(out_path, "export --out")
     if isinstance(checkpoint_or_model, nn.Module):
         model = copy.deepcopy(checkpoint_or_model).cpu().float().eval()
         if height is None or width is None:
@@ -60,7 +64,8 @@ def export_onnx(
         height = height or cfg.data.height
         width = width or cfg.data.width
     wrapper = _OneModality(model, modality).eval()
-    out_path = Path(out_path)
+    source = f"checkpoint {checkpoint_or_model}" if not isinstance(checkpoint_or_model, nn.Module) else "the model"
+    check_finite_output(wrapper, source, check_batch, height, width, seed)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     dummy = torch.zeros(2, 3, height, width)
     with warnings.catch_warnings():
@@ -69,12 +74,33 @@ def export_onnx(
                           dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}},
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     max_diff = onnx_parity(wrapper, out_path, check_batch, height, width, seed)
-    report = {"path": str(out_path), "modality": modality, "height": height, "width": width, "opset": opset,
-              "input": "images", "output": "features", "feature_dim": int(getattr(model, "feature_dim", 0)),
-              "max_abs_diff": max_diff}
-    print(f"exported {out_path} ({modality}, {height}x{width}, opset {opset}); "
-          f"onnxruntime vs PyTorch max abs difference {max_diff:.2e}")
-    return report
+    if not math.isfinite(max_diff):
+        out_path.unlink(missing_ok=True)
+        raise NonFiniteError(f"the ONNX export of {source} gives non-finite features in onnxruntime (parity "
+                             f"difference {max_diff}); nothing was written")
+    return {"path": str(out_path), "modality": modality, "height": height, "width": width, "opset": opset,
+            "input": "images", "output": "features", "feature_dim": int(getattr(model, "feature_dim", 0)),
+            "max_abs_diff": max_diff}
+
+
+def require_onnx() -> None:
+    """Refuse to start an export without the optional `export` dependencies, saying how to get them."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as err:
+        raise VireidError(f"vireid export needs onnx and onnxruntime ({err}); install them with "
+                          'pip install "vireid[export]"') from None
+
+
+@torch.no_grad()
+def check_finite_output(wrapper: nn.Module, source: str, batch: int, height: int, width: int, seed: int) -> None:
+    """Refuse a model whose features of random images are NaN or infinite (damaged weights)."""
+    x = torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    out = wrapper.eval()(x)
+    if not torch.isfinite(out).all():
+        raise NonFiniteError(f"{source} gives NaN or infinite features; its weights are damaged or diverged, "
+                             "so it is not exported")
 
 
 @torch.no_grad()

@@ -23,6 +23,8 @@ from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
+from vireid.errors import OutputError
+
 
 def atomic_write(path: str | Path, data: bytes | str | Callable[[IO[bytes]], None]) -> Path:
     """Write `data` (bytes, text as UTF-8, or a function writing to a binary handle) to `path` atomically.
@@ -75,6 +77,48 @@ def dumps_json(obj: Any, indent: int | None = None) -> str:
 def write_json(path: str | Path, obj: Any) -> Path:
     """Pretty, strict JSON written atomically."""
     return atomic_write(path, dumps_json(obj, indent=2) + "\n")
+
+
+def check_writable_folder(path: str | Path, what: str) -> Path:
+    """Refuse a folder that cannot be created or written, before any work; creates nothing.
+
+    `what` names the output for the message (e.g. "--output (setting 'output')"). The folder may not
+    exist yet: then its nearest existing ancestor must be a writable folder. Writability is probed by
+    creating and deleting a temporary file, which also catches read-only file systems and root.
+    """
+    if not str(path).strip():
+        raise OutputError(f"{what} is empty; give a folder")
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what}: {path} exists and is not a folder; choose another path")
+    existing = path
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{what}: cannot create {path} because {existing} is a file, not a folder; "
+                          "choose another path")
+    try:
+        probe = existing / partial_name(".vireid-write-check")
+        with open(probe, "xb"):
+            pass
+        probe.unlink()
+    except OSError as err:
+        raise OutputError(f"{what}: cannot write in {existing} ({err.strerror or err}); choose a writable "
+                          "folder") from None
+    return path
+
+
+def check_writable_file(path: str | Path, what: str) -> Path:
+    """Refuse an output file that cannot be written (a folder in its place, an unwritable parent)."""
+    if not str(path).strip():
+        raise OutputError(f"{what} is empty; give a file name")
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise OutputError(f"{what}: {path} is a folder; give a file name")
+    check_writable_folder(path.parent, what)
+    return path
 
 
 PARTIAL = ".partial-"

@@ -15,7 +15,6 @@ picture shows scores only, and the JSON has no `correct` fields.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -23,15 +22,16 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from vireid.config import Config, resolve_cache_dir
 from vireid.data.image_cache import decode_image
 from vireid.data.records import MODALITIES
 from vireid.data.registry import IMAGE_SUFFIXES
 from vireid.errors import VireidError
-from vireid.fileio import atomic_write
+from vireid.engine.evaluate import check_finite_features
+from vireid.fileio import atomic_write, check_writable_file, check_writable_folder, write_json
 from vireid.inference import Embedder, search
+from vireid.progress import progress as progress_bar
 from vireid.viz.plots import plot_search_results
 
 INDEX_VERSION = 1  # bump when the index file layout or the preprocessing changes
@@ -102,8 +102,10 @@ def _signatures(root: Path, paths: Sequence[Path]) -> np.ndarray:
 
 
 def embed_paths(embedder: Any, paths: Sequence[Path], modality: str, batch_size: int, desc: str,
-                progress: bool = True) -> torch.Tensor:
-    """L2-normalised features (N, D) of image files; the next batch decodes in threads while one embeds."""
+                progress: bool = True, source: str = "the model") -> torch.Tensor:
+    """L2-normalised features (N, D) of image files; the next batch decodes in threads while one embeds.
+
+    NaN or infinite features (damaged weights) raise a NonFiniteError naming `source` and the image."""
     h, w = embedder.height, embedder.width
     batches = [list(paths[i:i + batch_size]) for i in range(0, len(paths), batch_size)]
     workers = max(1, min(8, os.cpu_count() or 1))
@@ -113,7 +115,7 @@ def embed_paths(embedder: Any, paths: Sequence[Path], modality: str, batch_size:
 
     out = []
     with ThreadPoolExecutor(max_workers=workers) as pool, \
-            tqdm(total=len(paths), desc=desc, unit="img", leave=False, disable=None if progress else True) as bar:
+            progress_bar(total=len(paths), desc=desc, unit="img", enabled=progress) as bar:
         pending = decode(batches[0]) if batches else []
         for i in range(len(batches)):
             images = np.stack([f.result() for f in pending])  # (B, H, W, 3) uint8
@@ -122,7 +124,9 @@ def embed_paths(embedder: Any, paths: Sequence[Path], modality: str, batch_size:
             bar.update(len(images))
     if not out:
         return torch.empty(0, 0)
-    return torch.cat(out)
+    feats = torch.cat(out)
+    check_finite_features(feats, [str(p) for p in paths], source)
+    return feats
 
 
 def _read_index(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
@@ -153,7 +157,7 @@ def index_path(cache_dir: str | Path, checkpoint_digest: str, modality: str, gal
 
 
 def gallery_features(embedder: Any, gallery: str | Path, paths: Sequence[Path], modality: str,
-                     index_file: Path | None, batch_size: int, progress: bool = True
+                     index_file: Path | None, batch_size: int, progress: bool = True, source: str = "the model"
                      ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Features (G, D) of the gallery images, reusing the rows of `index_file` whose file is unchanged.
 
@@ -172,7 +176,7 @@ def gallery_features(embedder: Any, gallery: str | Path, paths: Sequence[Path], 
         rows = order[pos]
     missing = np.flatnonzero(~hit)
     fresh = embed_paths(embedder, [paths[i] for i in missing], modality, batch_size,
-                        desc=f"gallery ({modality})", progress=progress)
+                        desc=f"gallery ({modality})", progress=progress, source=source)
     dim = fresh.shape[1] if len(missing) else cached[1].shape[1]
     feats = np.empty((len(sigs), dim), dtype=np.float32)
     if hit.any():
@@ -229,19 +233,23 @@ def search_gallery(
     json_path = out.with_suffix(".json")
     if json_path == out:
         raise VireidError(f"--out {out} must be a picture file (e.g. search.png); the JSON goes next to it")
+    check_writable_file(out, "search --out")
+    check_writable_file(json_path, "search --out (its .json)")
     query_paths = _query_images(query)
     gallery_paths = _gallery_images(gallery)
+    index_dir = resolve_cache_dir(Config()) / "search-index"
+    if cache:
+        check_writable_folder(index_dir, "the gallery index cache ($VIREID_CACHE_DIR/search-index)")
 
     embedder = Embedder.from_checkpoint(checkpoint, device=device)
     if batch_size is None:
         batch_size = embedder.config.data.eval_batch_size if embedder.config is not None else 64
-    index_file = None
-    if cache:
-        index_dir = resolve_cache_dir(Config()) / "search-index"
-        index_file = index_path(index_dir, file_digest(checkpoint), gallery_modality, gallery)
+    source = f"checkpoint {checkpoint}"
+    index_file = index_path(index_dir, file_digest(checkpoint), gallery_modality, gallery) if cache else None
     g_feats, facts = gallery_features(embedder, gallery, gallery_paths, gallery_modality, index_file,
-                                      batch_size, progress)
-    q_feats = embed_paths(embedder, query_paths, query_modality, batch_size, f"query ({query_modality})", progress)
+                                      batch_size, progress, source)
+    q_feats = embed_paths(embedder, query_paths, query_modality, batch_size, f"query ({query_modality})", progress,
+                          source)
     scores, indices = search(q_feats.to(embedder.device), g_feats.to(embedder.device), topk=topk)
     scores, indices = scores.cpu().numpy(), indices.cpu().numpy()  # (Q, k)
 
@@ -253,8 +261,7 @@ def search_gallery(
         "identities": correct is not None,
         "results": _rankings(query_paths, gallery_paths, indices, scores, q_pids, correct),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(json_path, report)
     rows = min(len(query_paths), MAX_PICTURE_ROWS)
     plot_search_results(query_paths[:rows], gallery_paths, indices[:rows], scores[:rows],
                         None if correct is None else correct[:rows], out)

@@ -26,11 +26,11 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from vireid.clustering.jaccard_torch import jaccard_from_knn_torch
 from vireid.clustering.knn import knn_search
 from vireid.errors import ConfigError
+from vireid.progress import progress as progress_bar
 
 __all__ = ["jaccard_distance", "jaccard_from_knn"]
 
@@ -309,7 +309,7 @@ def _upper_min_sums(spread: sp.csr_matrix, progress: bool) -> sp.csr_matrix:
     largest = int(np.diff(cum_terms[bounds]).max())
     steps = np.arange(largest + 1, dtype=_index_dtype(n, largest + 1))  # 0..T, shared by all blocks
     blocks = []
-    for r0, r1 in tqdm(list(zip(bounds[:-1], bounds[1:])), desc="Jaccard", disable=not progress, leave=False):
+    for r0, r1 in progress_bar(list(zip(bounds[:-1], bounds[1:])), desc="Jaccard", enabled=progress):
         e0, e1 = spread.indptr[r0], spread.indptr[r1]
         cnt = count[e0:e1]
         total = int(cnt.sum())

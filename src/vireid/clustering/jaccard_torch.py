@@ -22,7 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
+
+from vireid.progress import progress as progress_bar
 
 __all__ = ["jaccard_from_knn_torch"]
 
@@ -237,7 +238,7 @@ def _upper_min_sums(spread: _SparseRows, progress: bool) -> tuple[torch.Tensor, 
     entry_bounds = spread.ptr[torch.tensor(bounds, device=col_order.device)].tolist()
     keys, sums = [], []
     blocks = list(zip(bounds[:-1], bounds[1:], entry_bounds[:-1], entry_bounds[1:]))
-    for r0, r1, e0, e1 in tqdm(blocks, desc="Jaccard", disable=not progress, leave=False):
+    for r0, r1, e0, e1 in progress_bar(blocks, desc="Jaccard", enabled=progress):
         at, entry = _segments(first[e0:e1], count[e0:e1])
         entry += e0
         mins = torch.minimum(spread.vals[entry], col_vals[at])

@@ -13,9 +13,9 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from tqdm.auto import tqdm
 
 from vireid.errors import ConfigError
+from vireid.progress import progress as progress_bar
 
 __all__ = ["knn_search"]
 
@@ -58,7 +58,7 @@ def _blocked_search(
     out_dist = torch.empty((n, k), dtype=torch.float32, device=run_on)
     out_index = torch.empty((n, k), dtype=torch.int64, device=run_on)
     starts = range(0, n, block_size)
-    for start in tqdm(starts, desc="kNN", disable=not progress, leave=False):
+    for start in progress_bar(starts, desc="kNN", enabled=progress):
         stop = min(start + block_size, n)
         # (B, N): ||f_j||^2 - 2 <f_i, f_j> + ||f_i||^2
         dist = torch.addmm(sq_norms.unsqueeze(0), feats[start:stop], feats.T, alpha=-2.0)

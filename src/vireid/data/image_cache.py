@@ -27,11 +27,11 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from vireid.fileio import folder_lock, partial_name, remove_abandoned
 from vireid.data.records import Sample
 from vireid.errors import ConfigError, ImageReadError
+from vireid.progress import progress as progress_bar
 
 CACHE_VERSION = 2
 # Where a user sets the cache folder, named in every error about it.
@@ -108,8 +108,8 @@ def _decode_into(out: np.ndarray, paths: Sequence[str], height: int, width: int,
     workers = max(1, min(16, (os.cpu_count() or 1) * 2))
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        bar = tqdm(pool.map(work, range(len(paths))), total=len(paths), desc=desc, disable=not progress,
-                   unit="img", leave=False)
+        bar = progress_bar(pool.map(work, range(len(paths))), total=len(paths), desc=desc, enabled=progress,
+                           unit="img")
         for _ in bar:
             pass
     finally:

@@ -11,7 +11,7 @@ from typing import Iterator
 
 import numpy as np
 
-from vireid.errors import NoClustersError, VireidError
+from vireid.errors import NoClustersError
 
 
 def _rank_share(size: int, rank: int, world_size: int) -> slice:
@@ -72,8 +72,8 @@ class ClusterSampler:
             raise ValueError(f"labels {labels.shape} and camids {camids.shape} differ in shape")
         members = np.flatnonzero(labels >= 0)
         if len(members) == 0:
-            raise VireidError("no clusters to sample from: every sample is an outlier "
-                              "(try a larger cluster eps or a smaller min_samples)")
+            raise NoClustersError("no clusters to sample from: every sample is an outlier "
+                                  "(try a larger cluster.eps or a smaller cluster.min_samples)")
         # Sort members by (cluster, camera): a cluster is a contiguous run, and inside it each camera.
         order = members[np.lexsort((camids[members], labels[members]))]
         self.order = order

@@ -21,11 +21,11 @@ from typing import Any, Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
-from tqdm import tqdm
 
 from vireid.fileio import partial_name, remove_abandoned
 from vireid.data.synthetic_people import CAMERAS, draw_image
 from vireid.errors import ConfigError, DatasetLayoutError
+from vireid.progress import progress as progress_bar
 
 GENERATOR_VERSION = 2  # bump whenever the same parameters would give different files
 INFO_FILE = "synthetic.json"
@@ -265,7 +265,7 @@ def _write_dataset(root: Path, params: dict[str, Any], progress: bool, workers: 
     layout, seed, height, width = params["layout"], params["seed"], params["height"], params["width"]
     plan = _sysu_plan if layout == "sysu" else _regdb_plan
     jobs = plan(root, params["ids"], params["images_per_camera"], seed, params["test_fraction"])
-    bar = tqdm(total=len(jobs), desc=f"synthetic {layout}", unit="img", disable=None if progress else True)
+    bar = progress_bar(total=len(jobs), desc=f"synthetic {layout}", unit="img", enabled=progress)
     calls = [(str(root), chunk, seed, height, width) for chunk in _chunks(jobs, 64)]
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
         for n in (pool.map if pool is not None else map)(_write_images, *zip(*calls)):

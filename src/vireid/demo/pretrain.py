@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vireid.config import Config
 from vireid.data.image_cache import load_images
@@ -33,6 +32,7 @@ from vireid.data.transforms import (TrainTransform, build_train_transforms, imag
 from vireid.fileio import atomic_write
 from vireid.losses import batch_hard_triplet
 from vireid.models.factory import create_model
+from vireid.progress import progress as progress_bar
 
 # Source people: another generator seed than any target (the demo's is 0), so nobody is shared.
 SOURCE_SEED = 1000
@@ -159,7 +159,7 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
              "thermal": TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomThermalPalette())}
     views = [known[v] for v in recipe.views.split("+")]
     step = 0
-    for epoch in tqdm(range(recipe.epochs), desc="pre-training on the synthetic source (once)", disable=not progress):
+    for epoch in progress_bar(range(recipe.epochs), desc="pre-training on the synthetic source (once)", enabled=progress, leave=True):
         for rows in pk_batches(labels, recipe.ids_per_batch, recipe.per_id, rng):
             x = make_batch(images, rows, views[step % len(views)])
             y = torch.from_numpy(labels[rows])

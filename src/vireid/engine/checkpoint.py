@@ -5,6 +5,7 @@ an uninterrupted one bit for bit in deterministic mode. The file format and its 
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from vireid import __version__
+from vireid.errors import CheckpointError
 from vireid.models.checkpoint import LATEST, read_checkpoint, write_checkpoint
 from vireid.models.factory import unwrap_model
 
@@ -95,16 +97,56 @@ def save_checkpoint(
     return write_checkpoint(path, payload)
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    """The newest checkpoint of a run folder (``<run>/checkpoints``) or a checkpoint folder; None if none."""
+def checkpoint_candidates(run_dir: str | Path) -> list[Path]:
+    """The checkpoints of a run folder (``<run>/checkpoints``) or a checkpoint folder, newest first:
+    the one `latest.txt` names, then the others by modification time."""
     run_dir = Path(run_dir)
     folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
     if not folder.is_dir():
-        return None
+        return []
+    files = sorted((p for p in folder.glob("*.pt") if p.is_file()),
+                   key=lambda p: (p.stat().st_mtime_ns, p.name), reverse=True)
     marker = folder / LATEST
     if marker.is_file():
         named = folder / marker.read_text(encoding="utf-8").strip()
-        if named.is_file():
-            return named
-    candidates = [p for p in folder.glob("*.pt") if p.is_file()]
-    return max(candidates, key=lambda p: (p.stat().st_mtime_ns, p.name)) if candidates else None
+        if named in files:
+            files.remove(named)
+            files.insert(0, named)
+    return files
+
+
+def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint of a run folder (``<run>/checkpoints``) or a checkpoint folder; None if none."""
+    candidates = checkpoint_candidates(run_dir)
+    return candidates[0] if candidates else None
+
+
+def latest_readable_checkpoint(run_dir: str | Path) -> tuple[dict[str, Any] | None, list[tuple[Path, str]]]:
+    """The newest checkpoint of a run that can be read (its path under "path"), and the newer ones
+    that could not, each with its problem; (None, []) when the run has no checkpoint.
+
+    A damaged `last.pt` then costs one epoch (`prev.pt`, see `rotate_last`) instead of the run.
+    CheckpointError when every checkpoint is damaged.
+    """
+    damaged: list[tuple[Path, str]] = []
+    for path in checkpoint_candidates(run_dir):
+        try:
+            state = read_checkpoint(path)
+        except CheckpointError as err:
+            damaged.append((path, str(err)))
+            continue
+        state["path"] = str(path)
+        return state, damaged
+    if damaged:
+        raise CheckpointError(f"cannot resume {run_dir}: none of its {len(damaged)} checkpoint(s) can be read "
+                              f"({damaged[0][1]}); start again with another --output")
+    return None, []
+
+
+PREVIOUS = "prev.pt"  # the epoch before last.pt, kept in case last.pt is damaged
+
+
+def rotate_last(path: Path) -> None:
+    """Before `last.pt` is replaced, keep the current one as `prev.pt` (a rename: no copy)."""
+    if path.is_file():
+        os.replace(path, path.with_name(PREVIOUS))

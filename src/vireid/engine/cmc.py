@@ -15,7 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from vireid.clustering.memories import cluster_centroids
 from vireid.clustering.quality import modality_presence
@@ -28,6 +27,7 @@ from vireid.engine.hooks import EpochEnd
 from vireid.engine.trainset import TrainSet, training_loader
 from vireid.errors import NoClustersError
 from vireid.losses import ClusterMemory
+from vireid.progress import progress
 
 
 @dataclass
@@ -157,8 +157,7 @@ class CMCTrainer:
         self.model.train()
         losses, losses_m = [], []
         t1 = time.time()
-        bar = tqdm(zip(steps, loader), total=len(steps), desc=f"cmc phase {phase} epoch {epoch}", leave=False,
-                   disable=None)
+        bar = progress(zip(steps, loader), total=len(steps), desc=f"cmc phase {phase} epoch {epoch + 1}")
         for (main_step, mixed_step), (views, views_m) in bar:
             losses.append(self.contrast_step(views, main_step, main, optimizer))
             if mixed is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,23 +18,36 @@ from vireid.engine.context import RunContext
 from vireid.engine.device import select_device
 from vireid.engine.distributed import is_distributed, is_main
 from vireid.engine.extract import extract_features
+from vireid.errors import NonFiniteError
 from vireid.evaluation import format_table, run_protocols
+from vireid.fileio import check_writable_folder
 from vireid.models.factory import load_model, unwrap_model
 
 
 def sample_embedder(model: nn.Module, image_size: tuple[int, int], cache_dir: Path, options: dict[str, Any],
-                    key: str) -> Callable[[list[Sample]], torch.Tensor]:
+                    key: str, source: str = "the model") -> Callable[[list[Sample]], torch.Tensor]:
     """A function mapping test samples to L2-normalised features, for the protocol runner.
 
     Images are decoded once into the image cache under `key`; `options` are `extract_features`'s
-    batch size, device and precision settings.
+    batch size, device and precision settings. Non-finite features (damaged weights) raise a
+    NonFiniteError naming `source` and the first image, instead of ranking at random.
     """
     def embed(samples: list[Sample]) -> torch.Tensor:
         images = load_images(samples, image_size[0], image_size[1], cache_dir, key=key)
         infrared = np.array([s.modality == INFRARED for s in samples])
-        return extract_features(unwrap_model(model), images, infrared, desc="test features", **options)
+        feats = extract_features(unwrap_model(model), images, infrared, desc="test features", **options)
+        check_finite_features(feats, [s.path for s in samples], source)
+        return feats
 
     return embed
+
+
+def check_finite_features(feats: torch.Tensor, names: Sequence[str], source: str) -> None:
+    """Refuse features (N, D) with NaN or infinite values; the error names `source` and the first image."""
+    bad = torch.nonzero(~torch.isfinite(feats).all(dim=1)).flatten()
+    if len(bad):
+        raise NonFiniteError(f"{source} gives NaN or infinite features for {len(bad)} of {len(feats)} images "
+                             f"(first: {names[int(bad[0])]}); its weights are damaged or diverged")
 
 
 class Evaluator:
@@ -72,13 +85,19 @@ class Evaluator:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str, root: str | Path, trial: int | None = None,
-                        trials: int = 10, device: str = "auto", batch_size: int = 128) -> dict:
-    """Every protocol of `dataset` for the checkpoint's model; same format as final_metrics.json."""
+                        trials: int | None = None, device: str = "auto", batch_size: int = 128) -> dict:
+    """Every protocol of `dataset` for the checkpoint's model; same format as final_metrics.json.
+
+    `trials` (gallery draws) and `trial` (RegDB split) default to the run's own settings, so the
+    numbers repeat the training log's.
+    """
     dev = select_device(device)
     model, cfg = load_model(checkpoint)
     model = model.to(dev)
     reader = open_dataset(dataset, root, trial=trial if trial is not None else cfg.data.trial)
+    cache_dir = resolve_cache_dir(cfg)
+    check_writable_folder(cache_dir, "the image cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
     options = dict(batch_size=batch_size, device=dev, amp=cfg.model.amp, channels_last=cfg.model.channels_last)
-    embed = sample_embedder(model, (cfg.data.height, cfg.data.width), resolve_cache_dir(cfg), options,
-                            key=f"{reader.name}-test")
-    return run_protocols(embed, reader, trials=trials)
+    embed = sample_embedder(model, (cfg.data.height, cfg.data.width), cache_dir, options,
+                            key=f"{reader.name}-test", source=f"checkpoint {checkpoint}")
+    return run_protocols(embed, reader, trials=trials if trials is not None else cfg.eval.trials)

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.transforms import normalize_images
 from vireid.engine.device import autocast
+from vireid.progress import progress as progress_bar
 
 
 def _take(images: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -67,7 +67,7 @@ def extract_features(
     model.eval()
     out: torch.Tensor | None = None
     try:
-        with tqdm(total=len(images), desc=desc, disable=not progress, unit="img", leave=False) as bar:
+        with progress_bar(total=len(images), desc=desc, enabled=progress, unit="img") as bar:
             for modality, index in _batches(infrared, batch_size):
                 batch = torch.from_numpy(np.require(_take(images, index), requirements=["C", "W"]))
                 if on_cuda:

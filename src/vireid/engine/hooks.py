@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from vireid.config import Config, config_to_dict
-from vireid.engine.checkpoint import save_checkpoint
+from vireid.engine.checkpoint import rotate_last, save_checkpoint
 from vireid.engine.distributed import is_main
 from vireid.engine.run import RunFolder
 
@@ -73,7 +73,8 @@ class PeriodicEvaluator(Hook):
 
 
 class Checkpointer(Hook):
-    """`checkpoints/last.pt` after every epoch, and the named stage checkpoints the pipeline asks for.
+    """`checkpoints/last.pt` after every epoch (the one before kept as `prev.pt`), and the named stage
+    checkpoints the pipeline asks for.
 
     `extra` holds what a resumed run needs besides the weights (the SCA stage's shared labels); the
     pipeline fills it in once the labels exist. Only rank 0 writes.
@@ -87,6 +88,8 @@ class Checkpointer(Hook):
     def save(self, name: str, model: nn.Module, stage: str, epoch: int, optimizer=None, scheduler=None) -> Path:
         path = self.folder / name
         if is_main():
+            if name == "last.pt":
+                rotate_last(path)
             extra = dict(self.extra)
             if scheduler is not None:
                 extra["scheduler"] = scheduler.state_dict()

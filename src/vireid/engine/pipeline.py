@@ -9,6 +9,8 @@ epoch, so in deterministic mode it ends with the same numbers as an uninterrupte
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -18,21 +20,21 @@ import torch
 from torch import nn
 
 from vireid.config import Config
-from vireid.data.registry import DatasetReader, open_dataset
+from vireid.data.registry import DatasetReader
 from vireid.data.samplers import IdentitySampler
 from vireid.engine import distributed
-from vireid.engine.checkpoint import latest_checkpoint, load_checkpoint, restore_rng
+from vireid.engine.checkpoint import restore_rng
 from vireid.engine.cmc import cmc_stage
 from vireid.engine.context import RunContext
 from vireid.engine.device import seed_everything, select_device, set_deterministic
 from vireid.engine.evaluate import Evaluator
 from vireid.engine.hooks import Checkpointer, Hook, MetricsLogger, PeriodicEvaluator
 from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage
-from vireid.engine.run import RunFolder
+from vireid.engine.preflight import Plan, preflight
+from vireid.engine.run import RunFolder, holds_run
 from vireid.engine.sca import prepare_sca_model, sca_stage
-from vireid.engine.start_weights import resolve_start_weights
 from vireid.engine.trainset import TrainSet, build_train_set
-from vireid.errors import NoClustersError
+from vireid.errors import NoClustersError, VireidError
 from vireid.models.factory import create_model, load_trained_weights, unwrap_model
 from vireid.viz import plot_cmc, plot_training_curves
 
@@ -99,7 +101,7 @@ class Pipeline:
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> nn.Module:
         """CMC → MMLM → SCA as configured; returns the final model. A stage that finds no clusters
-        ends the run early with a warning; the current model is then the final one."""
+        stops the run with a NoClustersError naming the settings to change."""
         stages = self.cfg.stages
         if self._at("done"):  # a finished run: only re-evaluate
             model = create_model(self.cfg.model, int(self.resume["extra"].get("num_classes", 0)), pretrained=False)
@@ -114,12 +116,17 @@ class Pipeline:
                 if "sca" in stages:
                     model = self._sca(model, shared)
         except NoClustersError as err:
-            c = self.cfg.cluster
-            self.ctx.run.log(f"WARNING: {err}; the remaining stages are skipped and the final metrics are the "
-                             f"current model's. Try a larger cluster.eps (now {c.eps}), a smaller "
-                             f"cluster.min_samples (now {c.min_samples}) or better start weights (model.pretrained)")
-            self.summaries["skipped"] = {"reason": str(err)}
+            raise NoClustersError(self._no_clusters_advice(err)) from None
         return model
+
+    def _no_clusters_advice(self, err: NoClustersError) -> str:
+        """The reason, the two settings to change, and whether the run folder can be reused."""
+        c, run = self.cfg.cluster, self.ctx.run
+        folder = (f"nothing was saved, so the same command with other settings reuses {run.path}"
+                  if not holds_run(run.path) else
+                  f"{run.path} keeps the checkpoints so far; start the new settings in another --output")
+        return (f"{err}; the run cannot go on. Try a larger cluster.eps (now {c.eps}) and/or a smaller "
+                f"cluster.min_samples (now {c.min_samples}), or better start weights (model.pretrained); {folder}")
 
     def _cmc(self, model: nn.Module) -> None:
         if self._past("cmc"):
@@ -177,25 +184,25 @@ class Pipeline:
 
 
 def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:
-    """Run the configured stages on the configured dataset (one process or one rank of torchrun)."""
+    """Run the configured stages on the configured dataset (one process or one rank of torchrun).
+
+    Inputs and outputs are checked before the run folder is created (`preflight`). A VireidError
+    stops the run with its reason in log.txt; a RunStoppedError (no clusters) writes no
+    final_metrics.json, so nothing looks finished.
+    """
     device = distributed.init_from_environment(select_device(cfg.device))
     set_deterministic(cfg.deterministic)
     rank, _ = distributed.world()
-    dataset = open_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
-    resolve_start_weights(cfg)
+    plan = preflight(cfg, resume)
     seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
     run = RunFolder(cfg.output, config=cfg, resume=resume, rank=rank)
     finished = False
     try:
-        run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{dataset.describe()}")
+        run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{plan.dataset.describe()}")
+        state = _resume_state(run, plan, resume)
         ctx = RunContext.from_config(cfg, run, device)
-        train_set = build_train_set(dataset, cfg.data.height, cfg.data.width, ctx.cache_dir)
-        checkpoint = latest_checkpoint(run.path) if resume else None
-        state = load_checkpoint(checkpoint) if checkpoint is not None else None
-        if state is not None:
-            state["path"] = str(checkpoint)
-            run.log(f"resuming after {state['stage']} epoch {state['epoch'] + 1}")
-        pipe = Pipeline(cfg, ctx, dataset, train_set, state, hooks)
+        train_set = build_train_set(plan.dataset, cfg.data.height, cfg.data.width, ctx.cache_dir)
+        pipe = Pipeline(cfg, ctx, plan.dataset, train_set, state, hooks)
         model = pipe.run()
         final = pipe.evaluator.last if pipe.evaluator.done else pipe.evaluator(model, "final")
         if distributed.is_main():
@@ -204,9 +211,32 @@ def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunR
             run.log(f"done: {run.path / 'final_metrics.json'}")
         finished = True
         return RunResult(final or {}, pipe.summaries, dict(pipe.checkpointer.saved), run.path, unwrap_model(model))
+    except VireidError as err:
+        run.log(f"stopped: {err}", level=logging.ERROR, console=False)  # the command line prints it once
+        raise
+    except Exception:
+        run.log("stopped by an unexpected error", level=logging.ERROR, console=False)
+        logging.getLogger("vireid").debug("traceback", exc_info=True, extra={"file_only": True})
+        raise
     finally:
         run.close()
         distributed.shutdown(clean=finished)
+
+
+def _resume_state(run: RunFolder, plan: Plan, resume: bool) -> dict | None:
+    """The checkpoint preflight chose; damaged newer ones are reported and set aside as `*.damaged`."""
+    for path, problem in plan.damaged:
+        run.log(f"WARNING: {problem}; resuming from {Path(plan.state['path']).name} instead "
+                f"(the damaged file is kept as {path.name}.damaged)", level=logging.WARNING)
+        if distributed.is_main():
+            os.replace(path, path.with_name(path.name + ".damaged"))
+    if plan.state is not None:
+        run.log(f"resuming after {plan.state['stage']} epoch {plan.state['epoch'] + 1} "
+                f"({Path(plan.state['path']).name})")
+    elif resume:
+        run.log(f"WARNING: {run.path} holds no checkpoint yet; the run starts from the beginning",
+                level=logging.WARNING)
+    return plan.state
 
 
 def _plots(run: RunFolder, final: dict | None, model: nn.Module) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from vireid.config import Config, SCAConfig
 from vireid.data.samplers import IdentitySampler, warmup_batches
@@ -27,6 +26,7 @@ from vireid.errors import VireidError
 from vireid.losses import batch_hard_triplet, inter_modality_loss, intra_alignment_loss, weighted_cross_entropy
 from vireid.models.agw import ModelOutput
 from vireid.models.factory import unwrap_model
+from vireid.progress import progress
 
 __all__ = ["SCAResult", "Confidence", "sca_losses", "sca_lr_factor", "sca_optimizer", "sca_stage"]
 
@@ -160,8 +160,7 @@ class SCATrainer:
                                                                                        per_rank=True))
         sums: dict[str, float] = {}
         t1 = time.time()
-        for step, views in tqdm(zip(batches, loader), total=len(batches), desc=f"sca epoch {epoch}", leave=False,
-                                disable=None):
+        for step, views in progress(zip(batches, loader), total=len(batches), desc=f"sca epoch {epoch + 1}"):
             for k, v in self.step(views, step, conf, epoch, optimizer).items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
         steps = max(len(batches), 1)

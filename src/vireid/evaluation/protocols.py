@@ -7,10 +7,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from vireid.data.records import Sample
 from vireid.evaluation.metrics import evaluate_ranking
+from vireid.progress import progress as progress_bar
 
 METRIC_KEYS = ("rank1", "rank5", "rank10", "rank20", "mAP", "mINP")
 
@@ -47,7 +47,7 @@ def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool =
 
     results: dict[str, dict] = {}
     total = sum(len(pairs) for pairs in splits.values())
-    with tqdm(total=total, desc="evaluating", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, desc="evaluating", enabled=progress) as bar:
         for name, pairs in splits.items():
             per_trial, curves = [], []
             for query, gallery in pairs:

@@ -1,0 +1,66 @@
+"""Everything a run needs, checked before its folder exists: a run that cannot start leaves nothing.
+
+`vireid train` used to create the run folder first and then meet a missing dataset, unreadable
+start weights or an unwritable cache; the folder then held a "run" that the same command refused
+to reuse. `preflight` reads the dataset, the output and cache folders, the checkpoint to resume
+from and the start weights, in that order (cheapest first), and creates nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vireid.config import Config, resolve_cache_dir, validate
+from vireid.data.registry import DatasetReader, open_dataset
+from vireid.engine.checkpoint import latest_readable_checkpoint
+from vireid.engine.run import check_reuse
+from vireid.engine.start_weights import resolve_start_weights
+from vireid.errors import CheckpointError
+from vireid.fileio import check_writable_folder
+from vireid.models.factory import create_model
+
+
+@dataclass
+class Plan:
+    """What preflight found: the dataset, the checkpoint to resume from (None: start from scratch),
+    and the newer checkpoints that could not be read (path, problem), to be reported in the run."""
+
+    dataset: DatasetReader
+    state: dict | None = None
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def preflight(cfg: Config, resume: bool) -> Plan:
+    """Check the run's inputs and outputs; a VireidError names the first problem. Creates nothing
+    (the start-weight providers of `model.pretrained`, e.g. the demo's, may fill their cache)."""
+    validate(cfg)
+    output = Path(cfg.output)
+    check_writable_folder(output, "--output (setting 'output')")
+    continuing = check_reuse(output, cfg, resume)
+    dataset = open_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
+    check_writable_folder(resolve_cache_dir(cfg), "the image cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
+    plan = Plan(dataset)
+    if continuing:
+        plan.state, plan.damaged = latest_readable_checkpoint(output)
+        if plan.state is not None:
+            check_architecture(plan.state, cfg)
+    if plan.state is None or plan.state.get("stage") != "done":
+        check_start_weights(cfg)
+    return plan
+
+
+def check_architecture(state: dict, cfg: Config) -> None:
+    """Refuse a checkpoint written for another network than this run's."""
+    stored = ((state.get("config") or {}).get("model") or {}).get("arch")
+    if stored is not None and stored != cfg.model.arch:
+        raise CheckpointError(f"checkpoint {state.get('path')} was written for {stored}, this run is "
+                              f"{cfg.model.arch} (model.arch); resume with the run's own settings")
+
+
+def check_start_weights(cfg: Config) -> None:
+    """Resolve `model.pretrained` and build the model once from it, so a missing download, an
+    unreadable file or weights of another network stop the run here (a second or two)."""
+    resolve_start_weights(cfg)
+    if cfg.model.pretrained != "none":
+        create_model(cfg.model)
