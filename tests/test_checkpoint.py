@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from vireid.engine.checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from vireid.engine.checkpoint import (latest_checkpoint, latest_readable_checkpoint, load_checkpoint, restore_rng,
+                                      save_checkpoint)
 from vireid.errors import CheckpointError
 
 
@@ -142,3 +143,31 @@ def test_latest_checkpoint_is_the_last_one_saved(tmp_path):
     assert latest_checkpoint(tmp_path / "run") == folder / "cmc_epoch_010.pt"
     assert latest_checkpoint(folder) == folder / "cmc_epoch_010.pt"
     assert not list(folder.glob(".*tmp"))
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_newest_readable_one(tmp_path):
+    folder = tmp_path / "run" / "checkpoints"
+    assert latest_readable_checkpoint(tmp_path / "run") == (None, [])
+    for epoch, name in enumerate(("cmc.pt", "prev.pt", "last.pt")):
+        save_checkpoint(folder / name, model=nn.Linear(1, 1), stage="sca", epoch=epoch, config={})
+    (folder / "last.pt").write_bytes(b"")  # latest.txt still names it
+    state, damaged = latest_readable_checkpoint(tmp_path / "run")
+    assert state["epoch"] == 1 and state["path"] == str(folder / "prev.pt")
+    assert [path for path, _ in damaged] == [folder / "last.pt"] and "is empty" in damaged[0][1]
+    for name in ("cmc.pt", "prev.pt"):
+        (folder / name).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="none of its 3 checkpoint"):
+        latest_readable_checkpoint(tmp_path / "run")
+
+
+def test_the_checkpointer_keeps_the_epoch_before_last_as_prev(tmp_path):
+    from vireid.config import load_config
+    from vireid.engine.hooks import Checkpointer
+
+    checkpointer = Checkpointer(tmp_path, load_config("smoke"))
+    model = nn.Linear(1, 1)
+    for epoch in range(3):
+        checkpointer.save("last.pt", model, "cmc", epoch)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+    assert load_checkpoint(tmp_path / "prev.pt")["epoch"] == 1
+    assert latest_checkpoint(tmp_path) == tmp_path / "last.pt"

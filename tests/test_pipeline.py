@@ -161,16 +161,26 @@ def test_match_command_on_a_feature_file(tmp_path, capsys):
     assert "features_infrared" in capsys.readouterr().err
 
 
-def test_no_clusters_ends_with_a_warning_and_the_current_models_metrics(workspace, tmp_path):
-    _, root, env = workspace
+def test_no_clusters_stops_with_exit_3_and_the_folder_takes_the_fixed_settings(workspace, tmp_path, monkeypatch,
+                                                                               capsys):
+    from vireid.cli import main
+
+    base, root, _ = workspace
+    monkeypatch.setenv("VIREID_CACHE_DIR", str(base / "cache"))
     out = tmp_path / "noclusters"
+    command = ["train", "--preset", "smoke", "--data-root", str(root), "--output", str(out), "--seed", "1"]
     # DBSCAN cannot find a core point with 1000 neighbours in this small set: no clusters at all
-    done = subprocess.run(_train_command(root, out, "cluster.min_samples=1000"), env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    log = (out / "log.txt").read_text()
-    assert "WARNING" in log and "cluster.eps" in log and "cluster.min_samples" in log and "stages are skipped" in log
+    assert main(command + ["cluster.min_samples=1000"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vireid train: stopped:") and "Traceback" not in "\n".join(err)
+    assert "cluster.eps (now 0.6)" in err[-1] and "cluster.min_samples (now 1000)" in err[-1]
+    assert not (out / "final_metrics.json").exists()  # nothing looks finished
+    assert "stopped:" in (out / "log.txt").read_text()
+    # the same folder takes the fixed settings (here: CMC without epochs, the quickest finished run)
+    assert main(command + ["--stages", "cmc", "cmc.phase1_epochs=0", "cmc.phase2_epochs=0"]) == 0
+    printed = capsys.readouterr().out
     assert set(json.loads((out / "final_metrics.json").read_text())) == set(PROTOCOLS)
+    assert "Rank-1" in printed and str(out / "final_metrics.json") in printed  # results on stdout
 
 
 def test_report_of_the_run_has_every_section_and_evaluations_on_their_epochs(finished_run, tmp_path):

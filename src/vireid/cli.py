@@ -405,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
              "the page --out; its path on stdout.")
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="finished run folders; the others' config differences are listed against the first")
-    p.add_argument("--out", default="report.html", metavar="FILE.html")
+    p.add_argument("--out", default="report.html", metavar="FILE.html", help="the page to write")
     p.set_defaults(func=cmd_report)
 
     p = _sub(sub, "export", "export a checkpoint's stem and trunk to ONNX (with a parity check)",

@@ -117,6 +117,9 @@ def check_writable_file(path: str | Path, what: str) -> Path:
     path = Path(path).expanduser()
     if path.is_dir():
         raise OutputError(f"{what}: {path} is a folder; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputError(f"{what}: cannot write {path} because {path.parent} is a file, not a folder; "
+                          "choose another path")
     check_writable_folder(path.parent, what)
     return path
 

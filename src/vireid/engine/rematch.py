@@ -59,14 +59,17 @@ def recompute_matching(run_dir: str | None = None, features: str | None = None, 
     cfg = Config()
     if run_dir is not None:
         path = Path(run_dir) / "mmlm" / "matching.npz"
+        if not Path(run_dir).is_dir():
+            raise VireidError(f"run folder {run_dir} does not exist (give a folder that `vireid train` wrote)")
         if not path.exists():
             raise VireidError(f"{run_dir} has no mmlm/matching.npz (run the mmlm stage first)")
         if (Path(run_dir) / "config.yaml").exists():
             cfg = load_config(file=Path(run_dir) / "config.yaml")
     else:
         path = Path(features)
-        if not path.exists():
-            raise VireidError(f"feature file {path} does not exist")
+        if not path.is_file():
+            raise FeatureFileError(f"feature file {path} does not exist (expected an .npz from `vireid extract "
+                                   "--split train` or a run's mmlm/matching.npz)")
     arrays = read_matching_arrays(path)
     if n_memories is not None:
         cfg.mmlm.n_memories = n_memories

@@ -104,12 +104,14 @@ def read_state_dict(path: Path, setting: str = "model.weights_path") -> dict[str
     checkpoints, common training scripts); a DDP "module." prefix is dropped."""
     if not path.is_file():
         raise CheckpointError(f"{setting}: weights file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{setting}: weights file {path} is empty (0 bytes); download or copy it again")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
-        raise CheckpointError(f"{setting}: cannot load {path} as a torch state_dict "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'})"
-                              ) from None
+        raise CheckpointError(f"{setting}: {path} is not a weights file torch.save wrote, or it is truncated "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
+                              "download or copy it again") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
