@@ -168,7 +168,26 @@ def test_resume_refuses_a_checkpoint_of_another_network(dataset, tmp_path, capsy
     assert "written for resnet50, this run is resnet18" in line
 
 
+def test_demo_checks_its_run_folder_before_generating_data(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    line = _one_line(capsys, main(["demo", "--data", str(tmp_path / "data"), "--output", str(blocker / "run")]))
+    assert str(blocker) in line
+    assert not (tmp_path / "data").exists()  # no minutes spent on data and start weights first
+
+
 # -- exit statuses ----------------------------------------------------------------------------------
+def test_a_stage_left_without_input_stops_with_exit_3_and_blocks_nothing(dataset, tmp_path, capsys):
+    out = tmp_path / "run"
+    # SCA alone trains on the start model's mixed clusters; with a tiny eps there are none
+    line = _one_line(capsys, main(_train(dataset, out, "--stages", "sca", "cluster.eps=0.001")), expected=3,
+                     after_logs=True)
+    assert line.startswith("vireid train: stopped:")
+    assert "cluster.eps (now 0.001)" in line and "cluster.min_samples (now 2)" in line
+    assert f"reuses {out}" in line and not (out / "final_metrics.json").exists()
+    assert "stopped:" in (out / "log.txt").read_text()
+
+
 @pytest.mark.parametrize("command", ["train", "demo", "evaluate", "synth", "extract"])
 def test_ctrl_c_is_exit_130_and_only_training_commands_suggest_resume(command, monkeypatch, capsys):
     def interrupted(args):

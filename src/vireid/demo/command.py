@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vireid.config import Config
+from vireid.config import Config, resolve_cache_dir
 from vireid.data.registry import DatasetReader, open_dataset
 from vireid.data.synthetic import generate_synthetic
 from vireid.engine.context import RunContext
@@ -25,10 +25,11 @@ from vireid.engine.evaluate import sample_embedder
 from vireid.engine.features import cluster_train_set
 from vireid.engine.hooks import Hook
 from vireid.engine.pipeline import RunResult, train
+from vireid.engine.run import check_reuse
 from vireid.engine.start_weights import resolve_start_weights
 from vireid.engine.trainset import TrainSet, build_train_set
 from vireid.evaluation import format_table, run_protocols
-from vireid.fileio import write_json
+from vireid.fileio import check_writable_folder, write_json
 from vireid.demo.pictures import ranked_list_picture, tsne_picture
 from vireid.models.factory import create_model
 
@@ -93,9 +94,19 @@ def stage_summary(start: dict, result: RunResult, quality: dict[str, dict]) -> d
     return out
 
 
+def check_outputs(cfg: Config, resume: bool) -> None:
+    """The checks of `train`'s preflight that need no data or weights, made before the minutes of data
+    generation and pre-training: the run folder and the cache can be written, and `resume` has a run
+    to continue (or its absence one to start). The config is compared later, once complete."""
+    check_writable_folder(cfg.output, "--output (setting 'output')")
+    check_reuse(Path(cfg.output), None, resume)
+    check_writable_folder(resolve_cache_dir(cfg), "the cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
+
+
 def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> RunResult:
     """Generate data if needed, provide the start weights, train CMC → MMLM → SCA, report and draw."""
     t0 = time.time()
+    check_outputs(cfg, resume)
     device = select_device(cfg.device)
     measure = RunContext.from_config(cfg, None, device)  # for measurements outside the run
     root = Path(data_dir).expanduser() if data_dir else measure.cache_dir / "demo-data"

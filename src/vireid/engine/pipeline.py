@@ -4,7 +4,8 @@
 Resume works at epoch granularity: every epoch of every stage ends with `checkpoints/last.pt`
 (model, optimiser, scheduler, stage, epoch, RNG states, and the SCA stage's shared labels). A
 resumed run rebuilds the models, loads that state, restores the RNGs and continues with the next
-epoch, so in deterministic mode it ends with the same numbers as an uninterrupted run.
+epoch, so in deterministic mode it ends with the same numbers as an uninterrupted run. The epoch
+before is kept as `prev.pt`: a damaged `last.pt` costs one epoch, not the run.
 """
 
 from __future__ import annotations
@@ -213,6 +214,10 @@ def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunR
         return RunResult(final or {}, pipe.summaries, dict(pipe.checkpointer.saved), run.path, unwrap_model(model))
     except VireidError as err:
         run.log(f"stopped: {err}", level=logging.ERROR, console=False)  # the command line prints it once
+        raise
+    except KeyboardInterrupt:
+        run.log("interrupted; `--resume` continues from the last finished epoch", level=logging.WARNING,
+                console=False)
         raise
     except Exception:
         run.log("stopped by an unexpected error", level=logging.ERROR, console=False)
