@@ -282,8 +282,9 @@ def _sub(sub: Any, name: str, help_text: str, description: str, outputs: str) ->
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="vireid", formatter_class=HelpFormatter,
-        description="Unsupervised visible-infrared person re-identification with MMM "
-                    "(Multi-Memory Matching, ECCV 2024): cluster, match across modalities, align, evaluate.",
+        description=textwrap.fill("Unsupervised visible-infrared person re-identification with MMM (Multi-Memory "
+                                  "Matching, ECCV 2024): cluster, match across modalities, align, evaluate. "
+                                  "Results go to stdout, progress and logs to stderr.", 92),
         epilog=f"Run `vireid COMMAND --help` for the flags of one command.\n\n{EXIT_CODES}")
     parser.add_argument("--version", action="version", version=f"vireid {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
