@@ -133,7 +133,8 @@ def assign_clusters(cost: np.ndarray, assignment: str = "hungarian") -> tuple[np
 def multi_memory_match(feat_v: torch.Tensor, labels_v: np.ndarray | torch.Tensor, feat_r: torch.Tensor,
                        labels_r: np.ndarray | torch.Tensor, n_memories: int = 4, seed: int = 0,
                        assignment: str = "hungarian", cost_sum_over: str = "visible",
-                       block_size: int | None = None, kmeans_iterations: int = 50) -> MatchResult:
+                       block_size: int | None = None, kmeans_iterations: int = 50,
+                       kmeans_restarts: int = 1) -> MatchResult:
     """MMLM: K-means memories per cluster, nearest-memory cost, assignment, visible label transfer.
 
     feat_v (Nv, D), labels_v (Nv,), feat_r (Nr, D), labels_r (Nr,): clustering features and
@@ -154,8 +155,8 @@ def multi_memory_match(feat_v: torch.Tensor, labels_v: np.ndarray | torch.Tensor
         raise VireidError(f"MMLM cannot match: the {' and '.join(empty)} clustering found no clusters "
                           "(every sample is an outlier); lower cluster.eps or cluster.min_samples, "
                           "or train the CMC stage longer")
-    memories_v = kmeans_submemories(feat_v, lab_v, n_memories, seed, kmeans_iterations, cv)
-    memories_r = kmeans_submemories(feat_r, lab_r, n_memories, seed, kmeans_iterations, cr)
+    memories_v = kmeans_submemories(feat_v, lab_v, n_memories, seed, kmeans_iterations, cv, kmeans_restarts)
+    memories_r = kmeans_submemories(feat_r, lab_r, n_memories, seed, kmeans_iterations, cr, kmeans_restarts)
     cost = memory_match_cost(memories_v, memories_r, cost_sum_over, block_size)
     pairs, rounds = assign_clusters(cost, assignment)
     partner = np.full(cv, -1, dtype=np.int64)

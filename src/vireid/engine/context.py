@@ -16,7 +16,7 @@ import torch
 
 from vireid.config import Config, resolve_cache_dir
 from vireid.data.transforms import TrainTransforms, build_train_transforms, paper_pad
-from vireid.engine.device import autocast
+from vireid.engine.device import autocast, grad_scaler
 from vireid.engine.distributed import world
 from vireid.engine.run import RunFolder
 from vireid.engine.seeds import derive_seed
@@ -59,6 +59,10 @@ class RunContext:
         """The seed of one random stream (see engine/seeds.py); `per_rank` adds this rank to it."""
         keys: tuple = (stage, epoch, stream) + ((self.rank,) if per_rank else ())
         return derive_seed(self.seed, *keys)
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for float16 autocast; a pass-through otherwise (see engine/device.py)."""
+        return grad_scaler(self.device, self.amp)
 
     def autocast(self) -> ContextManager:
         """Mixed precision for a forward pass on this run's device (a no-op on CPU or with amp off)."""

@@ -34,7 +34,8 @@ def match_round(clustering: ClusteringRound, mmlm: MMLMConfig, device, truth: tu
     `truth` = (visible pids, infrared pids) the summary adds the matching's reliability measures."""
     result = multi_memory_match(clustering.features_v.to(device), clustering.labels_v, clustering.features_r.to(device), clustering.labels_r,
                                 n_memories=mmlm.n_memories, seed=mmlm.seed, kmeans_iterations=mmlm.kmeans_iterations,
-                                assignment=mmlm.assignment, cost_sum_over=mmlm.cost_sum_over)
+                                kmeans_restarts=mmlm.kmeans_restarts, assignment=mmlm.assignment,
+                                cost_sum_over=mmlm.cost_sum_over)
     summary = {"pairs": int(len(result.pairs)), "clusters_visible": clustering.num_v, "clusters_infrared": clustering.num_r,
                "rounds": int(np.max(result.rounds)) if len(result.rounds) else 0}
     if truth is not None and truth[0] is not None:
