@@ -60,6 +60,7 @@ class ModelConfig:
     channels_last: bool = True  # CUDA only
     amp: bool = True  # CUDA only
     sync_bn: bool = False  # DDP only
+    compile: bool = False  # torch.compile the training model in place (first steps compile; see docs/reproduce.md)
 
 
 @dataclass
