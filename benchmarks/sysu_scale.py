@@ -30,7 +30,7 @@ ones; clustering a random model's features gives other clusters than a trained m
 timed on the true identities as shared labels (all samples labelled, as late in a real run), and
 its learning rate is lowered so random starts cannot diverge (compute does not depend on it).
 
-    python benchmarks/sysu_scale.py --device cuda                     # about 5 minutes on one H100
+    python benchmarks/sysu_scale.py --device cuda                     # the full epochs: minutes
     python benchmarks/sysu_scale.py --device cuda --cmc-iterations 40 --sca-iterations 120 --json out.json
     python benchmarks/sysu_scale.py --device cuda --set model.compile=true --set data.workers=12
     python benchmarks/sysu_scale.py --tiny --device cpu               # the same code in seconds

@@ -15,7 +15,6 @@ from vireid.engine.checkpoint import load_checkpoint, save_checkpoint
 from vireid.engine.cmc import CMCTrainer, ContrastTarget
 from vireid.engine.context import RunContext
 from vireid.engine.pipeline import wrap_model
-from vireid.losses import ClusterMemory
 from vireid.models import load_trained_weights
 
 CPU = torch.device("cpu")
