@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.config import Config
+from vireid.config import Config, ModelConfig
 from vireid.data.registry import DatasetReader, open_dataset
 from vireid.data.samplers import IdentitySampler
 from vireid.engine import distributed
@@ -84,17 +84,7 @@ class Pipeline:
                              stored_arch=self.resume["config"]["model"]["arch"])
 
     def _wrap(self, model: nn.Module) -> nn.Module:
-        """Move to the device; under torchrun, wrap in DDP (optionally with SyncBatchNorm)."""
-        device = self.ctx.device
-        model = model.to(device)
-        if self.cfg.model.channels_last and device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        if not distributed.is_distributed():
-            return model
-        if self.cfg.model.sync_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [device.index] if device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return wrap_model(model, self.cfg.model, self.ctx.device)
 
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> nn.Module:
@@ -174,6 +164,23 @@ class Pipeline:
         self.summaries[stage] = {"eval": {name: {k: v for k, v in res.items() if k not in ("trials", "cmc")}
                                           for name, res in (results or {}).items()}}
         self.ctx.after_stage(stage, model)
+
+
+def wrap_model(model: nn.Module, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
+    """Move to the device; under torchrun, wrap in DDP (optionally with SyncBatchNorm); with
+    `model.compile`, compile the result in place: parameter names and checkpoints stay as they are
+    without it (no `_orig_mod.` wrapper), so optimiser groups and resume do not depend on the switch."""
+    model = model.to(device)
+    if model_cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if distributed.is_distributed():
+        if model_cfg.sync_bn:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if model_cfg.compile:
+        model.compile()
+    return model
 
 
 def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:

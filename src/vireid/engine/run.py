@@ -33,7 +33,8 @@ from vireid.fileio import atomic_write, dumps_json, jsonable, write_json
 
 SUBFOLDERS = ("checkpoints", "plots", "pseudo_labels", "tb")
 # Settings that may change between a run and its resumption without making it a different run.
-RESUME_FREE_KEYS = ("device", "output", "data.root", "data.cache_dir", "data.workers", "data.eval_batch_size")
+RESUME_FREE_KEYS = ("device", "output", "data.root", "data.cache_dir", "data.workers", "data.eval_batch_size",
+                    "model.compile")
 
 logger = logging.getLogger("vireid")
 
