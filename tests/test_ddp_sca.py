@@ -160,3 +160,15 @@ def test_the_confidence_pass_sharded_over_ranks_equals_one_process(tmp_path):
         got = torch.load(tmp_path / f"conf{rank}.pt")
         for key in ("w_v1", "w_r", "proto_v1", "proto_r"):  # view 1 and infrared are deterministic
             torch.testing.assert_close(got[key], single[key], rtol=1e-4, atol=1e-5)
+
+
+def test_batch_sizes_must_divide_by_the_number_of_ranks():
+    from vireid.engine.pipeline import check_divisible_by_ranks
+    from vireid.errors import ConfigError
+
+    cfg = load_config("sysu")  # cmc.batch_size 128, sca.num_ids 6 (reference)
+    check_divisible_by_ranks(cfg, 1)
+    check_divisible_by_ranks(cfg, 2)
+    with pytest.raises(ConfigError, match="sca.num_ids=6 must be a multiple of the 4 processes"):
+        check_divisible_by_ranks(cfg, 4)
+    check_divisible_by_ranks(load_config("sysu", ["sca.num_ids=8"]), 4)

@@ -32,7 +32,7 @@ from vireid.engine.run import RunFolder
 from vireid.engine.sca import prepare_sca_model, sca_stage
 from vireid.engine.start_weights import resolve_start_weights
 from vireid.engine.trainset import TrainSet, build_train_set
-from vireid.errors import NoClustersError
+from vireid.errors import ConfigError, NoClustersError
 from vireid.models.factory import create_model, load_trained_weights, unwrap_model
 from vireid.viz import plot_cmc, plot_training_curves
 
@@ -187,7 +187,8 @@ def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunR
     """Run the configured stages on the configured dataset (one process or one rank of torchrun)."""
     device = distributed.init_from_environment(select_device(cfg.device))
     set_deterministic(cfg.deterministic)
-    rank, _ = distributed.world()
+    rank, world_size = distributed.world()
+    check_divisible_by_ranks(cfg, world_size)
     dataset = open_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
     resolve_start_weights(cfg)
     seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
@@ -214,6 +215,20 @@ def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunR
     finally:
         run.close()
         distributed.shutdown(clean=finished)
+
+
+def check_divisible_by_ranks(cfg: Config, world_size: int) -> None:
+    """Each rank trains on an equal slice of every global batch: the batch sizes must divide by the
+    number of ranks, or identities would be dropped from every batch."""
+    if world_size <= 1:
+        return
+    wrong = [f"{key}={value}" for key, value, used in
+             (("cmc.batch_size", cfg.cmc.batch_size, "cmc" in cfg.stages),
+              ("sca.num_ids", cfg.sca.num_ids, "sca" in cfg.stages)) if used and value % world_size]
+    if wrong:
+        raise ConfigError(f"{' and '.join(wrong)} must be a multiple of the {world_size} processes torchrun "
+                          "started (each takes an equal slice of every batch); change the setting or the "
+                          "process count")
 
 
 def _plots(run: RunFolder, final: dict | None, model: nn.Module) -> None:
