@@ -106,6 +106,10 @@ class MMLMConfig:
     assignment: str = "hungarian"  # hungarian (paper) | nearest (reference)
     kmeans_iterations: int = 50  # Lloyd iterations at most (reference: 300, scikit-learn's default)
     kmeans_restarts: int = 1  # k-means++ seedings per cluster, the lowest inertia kept (reference: 10)
+    # Diagnosis only: >= 0 replaces the matching by pairs built from the TRUE identities with this pair
+    # precision (benchmarks/oracle_labels.py); -1 = off, the unsupervised method.
+    oracle_precision: float = -1.0
+    oracle_clusters: str = "cmc"  # per-modality clusters of the oracle: cmc (the CMC model's) | identity
     seed: int = 0
 
 
@@ -178,6 +182,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.nonlocal_channels": ("reference", "half"),
     "mmlm.cost_sum_over": ("visible", "infrared"),
     "mmlm.assignment": ("hungarian", "nearest"),
+    "mmlm.oracle_clusters": ("cmc", "identity"),
     "cmc.mixed_memory": ("paper", "reference"),
     "sca.init": ("pretrained", "cmc"),
     "sca.intra_distance": ("l2sq_unit", "l2sq", "mse", "l1"),
@@ -353,6 +358,9 @@ def validate(cfg: Config) -> Config:
     for key in non_negative:
         if _get(cfg, key) < 0:
             raise ConfigError(f"config key {key!r}: got {_get(cfg, key)!r}, expected >= 0")
+    if cfg.mmlm.oracle_precision != -1.0 and not 0.0 <= cfg.mmlm.oracle_precision <= 1.0:
+        raise ConfigError(f"config key 'mmlm.oracle_precision': got {cfg.mmlm.oracle_precision!r}, expected -1 "
+                          "(off) or a pair precision in [0, 1]")
     if not 0.0 < cfg.cluster.eps:
         raise ConfigError(f"config key 'cluster.eps': got {cfg.cluster.eps!r}, expected > 0")
     if cfg.cmc.batch_size % cfg.cmc.num_instances:

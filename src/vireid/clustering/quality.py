@@ -50,10 +50,12 @@ def majority_agreement(labels_a: np.ndarray, truth_a: np.ndarray, labels_b: np.n
     return float(np.mean((pa == pb) & (pa != EMPTY)))
 
 
-def shared_label_ari(labels_v: np.ndarray, labels_r: np.ndarray, truth_v: np.ndarray, truth_r: np.ndarray) -> float:
-    """ARI of a label space shared by both modalities against the true identities (non-outliers);
-    0.0 when every sample is an outlier."""
-    labels = np.r_[labels_v, labels_r]
-    truth = np.r_[truth_v, truth_r]
+def label_ari(labels: np.ndarray, truth: np.ndarray) -> float:
+    """ARI of pseudo-labels against the true identities over the non-outliers; 0.0 without any."""
     keep = labels >= 0
     return float(adjusted_rand_score(truth[keep], labels[keep])) if keep.any() else 0.0
+
+
+def shared_label_ari(labels_v: np.ndarray, labels_r: np.ndarray, truth_v: np.ndarray, truth_r: np.ndarray) -> float:
+    """ARI of a label space shared by both modalities against the true identities (non-outliers)."""
+    return label_ari(np.r_[labels_v, labels_r], np.r_[truth_v, truth_r])

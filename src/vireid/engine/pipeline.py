@@ -27,7 +27,7 @@ from vireid.engine.context import RunContext
 from vireid.engine.device import seed_everything, select_device, set_deterministic
 from vireid.engine.evaluate import Evaluator
 from vireid.engine.hooks import Checkpointer, Hook, MetricsLogger, PeriodicEvaluator
-from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage
+from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage, oracle_shared_labels
 from vireid.engine.run import RunFolder
 from vireid.engine.sca import prepare_sca_model, sca_stage
 from vireid.engine.start_weights import resolve_start_weights
@@ -133,7 +133,9 @@ class Pipeline:
             if self._at("mmlm"):
                 restore_rng(self.resume)
             cfg = self.cfg
-            if "mmlm" in cfg.stages and cfg.mmlm.enabled:
+            if "mmlm" in cfg.stages and cfg.mmlm.oracle_precision >= 0:
+                shared = oracle_shared_labels(unwrap_model(model), self.train_set, cfg.mmlm, cfg.cluster, self.ctx)
+            elif "mmlm" in cfg.stages and cfg.mmlm.enabled:
                 shared = mmlm_stage(unwrap_model(model), self.train_set, cfg.mmlm, cfg.cluster, self.ctx)
             else:
                 shared = mixed_shared_labels(unwrap_model(model), self.train_set, cfg.cluster, self.ctx)
