@@ -48,3 +48,17 @@ def test_identity_clusters_and_transfer():
 def test_refuses_data_without_identities():
     with pytest.raises(VireidError, match="true identity"):
         pairs_at_precision(np.zeros(3, int), None, np.zeros(2, int), None, 1.0, np.random.default_rng(0))
+
+
+def test_chance_agreement_is_the_mean_over_random_partners():
+    from vireid.clustering.quality import chance_agreement
+
+    # visible clusters of identities 0, 0, 1; infrared clusters of identities 0, 1, 1, 2
+    labels_v, truth_v = np.array([0, 1, 2]), np.array([0, 0, 1])
+    labels_r, truth_r = np.array([0, 1, 2, 3]), np.array([0, 1, 1, 2])
+    # a visible cluster of id 0 meets a right partner 1 time in 4, one of id 1 2 times in 4
+    assert chance_agreement(labels_v, truth_v, labels_r, truth_r) == pytest.approx((0.25 + 0.25 + 0.5) / 3)
+    rng = np.random.default_rng(0)
+    draws = [majority_agreement(labels_v, truth_v, labels_r, truth_r,
+                                np.stack([np.arange(3), rng.integers(0, 4, 3)], 1)) for _ in range(4000)]
+    assert np.mean(draws) == pytest.approx(1 / 3, abs=0.02)

@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from vireid.clustering.memories import kmeans_submemories
-from vireid.clustering.quality import majority_agreement
+from vireid.clustering.quality import chance_agreement, majority_agreement
 from vireid.errors import ConfigError, VireidError
 
 __all__ = ["MatchResult", "multi_memory_match", "memory_match_cost", "assign_clusters"]
@@ -54,6 +54,8 @@ class MatchResult:
         ari_transferred: ARI of transferred visible labels vs truth over visible non-outliers;
         ari_all: ARI of all non-outlier labels (visible transferred + infrared) vs truth;
         pair_precision: fraction of pairs whose two clusters have the same majority identity;
+        pair_precision_chance: the same for pairs drawn at random (each visible cluster with a
+        uniformly drawn infrared cluster), the level a matching must beat;
         num_pairs: M.
         """
         true_v = np.asarray(true_v).reshape(-1)
@@ -69,8 +71,9 @@ class MatchResult:
         all_pred = np.concatenate([transferred, self.labels_r[keep_r]])
         ari_all = float(adjusted_rand_score(all_true, all_pred)) if all_true.size else float("nan")
         precision = majority_agreement(self.labels_v, true_v, self.labels_r, true_r, self.pairs)
-        return {"ari_transferred": ari_transferred, "ari_all": ari_all,
-                "pair_precision": precision, "num_pairs": int(len(self.pairs))}
+        chance = chance_agreement(self.labels_v, true_v, self.labels_r, true_r)
+        return {"ari_transferred": ari_transferred, "ari_all": ari_all, "pair_precision": precision,
+                "pair_precision_chance": chance, "num_pairs": int(len(self.pairs))}
 
 
 def memory_match_cost(memories_v: torch.Tensor, memories_r: torch.Tensor, sum_over: str = "visible",

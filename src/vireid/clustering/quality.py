@@ -50,6 +50,19 @@ def majority_agreement(labels_a: np.ndarray, truth_a: np.ndarray, labels_b: np.n
     return float(np.mean((pa == pb) & (pa != EMPTY)))
 
 
+def chance_agreement(labels_a: np.ndarray, truth_a: np.ndarray, labels_b: np.ndarray, truth_b: np.ndarray) -> float:
+    """The pair precision a matching reaches by chance: the expected `majority_agreement` when each
+    cluster of a is paired with a uniformly drawn cluster of b (NaN without clusters)."""
+    num_a, num_b = int(labels_a.max(initial=-1)) + 1, int(labels_b.max(initial=-1)) + 1
+    if num_a == 0 or num_b == 0:
+        return float("nan")
+    major_a, major_b = cluster_majority(labels_a, truth_a, num_a), cluster_majority(labels_b, truth_b, num_b)
+    ids, counts = np.unique(major_b[major_b != EMPTY], return_counts=True)
+    at = np.minimum(np.searchsorted(ids, major_a), max(len(ids) - 1, 0))
+    same = np.where((len(ids) > 0) & (ids[at] == major_a) & (major_a != EMPTY), counts[at] if len(ids) else 0, 0)
+    return float(np.mean(same / num_b))
+
+
 def label_ari(labels: np.ndarray, truth: np.ndarray) -> float:
     """ARI of pseudo-labels against the true identities over the non-outliers; 0.0 without any."""
     keep = labels >= 0
