@@ -121,24 +121,27 @@ def mixed_pass(model: nn.Module, train: TrainSet, shared: SharedLabels, sca: SCA
     feats = gather_batch(torch.cat([p[1] for p in parts]))
     idx_v = gather_batch(torch.from_numpy(np.concatenate(rows_v)))
     idx_r = gather_batch(torch.from_numpy(np.concatenate(rows_r)))
-    return _per_sample(ce, feats, idx_v, idx_r, shared, [len(b[0]) for b in batches], ctx.world_size)
+    views = _view_positions([len(b[0]) for b in batches] * ctx.world_size)
+    return _per_sample(ce, feats, (idx_v, idx_v, idx_r), views, shared)
 
 
-def _per_sample(ce: torch.Tensor, feats: torch.Tensor, idx_v: torch.Tensor, idx_r: torch.Tensor,
-                shared: SharedLabels, sizes: list[int], world_size: int) -> PassResult:
-    """Scatter the gathered batch results (rank-major: each rank's batches, each as [v1, v2, r]) back
-    to one value per labelled sample, in the order of `np.flatnonzero(labels >= 0)`."""
-    v1, v2, r = [], [], []
-    offset = 0
-    for _ in range(world_size):
-        for b in sizes:
-            v1.append(torch.arange(offset, offset + b))
-            v2.append(torch.arange(offset + b, offset + 2 * b))
-            r.append(torch.arange(offset + 2 * b, offset + 3 * b))
-            offset += 3 * b
-    v1, v2, r = torch.cat(v1), torch.cat(v2), torch.cat(r)
+def _view_positions(sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where view 1, view 2 and infrared results sit in batch results laid out [v1, v2, r] per batch
+    of `sizes` samples per modality, batches one after the other (over ranks: rank after rank)."""
+    ends = np.cumsum([3 * b for b in sizes])
+    starts = ends - 3 * np.array(sizes)
+    ranges = [[torch.arange(s + k * b, s + (k + 1) * b) for s, b in zip(starts, sizes)] for k in range(3)]
+    return tuple(torch.cat(r) if r else torch.zeros(0, dtype=torch.long) for r in ranges)
+
+
+def _per_sample(ce: torch.Tensor, feats: torch.Tensor, index: tuple, positions: tuple,
+                shared: SharedLabels) -> PassResult:
+    """Scatter batch results back to one value per labelled sample, in the order of
+    `np.flatnonzero(labels >= 0)`, for view 1, view 2 and infrared (`index`: their sample indices,
+    `positions`: where they sit in `ce`/`feats`)."""
+    labels_of = (shared.labels_v, shared.labels_v, shared.labels_r)
     out = []
-    for positions, index, labels in ((v1, idx_v, shared.labels_v), (v2, idx_v, shared.labels_v), (r, idx_r, shared.labels_r)):
+    for positions, index, labels in zip(positions, index, labels_of):
         rows = np.flatnonzero(labels >= 0)
         where = np.searchsorted(rows, index.numpy())  # each result's place among `rows`
         _, from_end = np.unique(where[::-1], return_index=True)  # a sample visited twice: its last visit

@@ -17,12 +17,12 @@ from vireid.data.registry import DatasetReader, open_dataset
 from vireid.engine.context import RunContext
 from vireid.engine.device import select_device
 from vireid.engine.distributed import is_distributed, is_main
-from vireid.engine.extract import extract_features
+from vireid.engine.extract import ExtractOptions, extract_features
 from vireid.evaluation import format_table, run_protocols
 from vireid.models.factory import load_model, unwrap_model
 
 
-def sample_embedder(model: nn.Module, image_size: tuple[int, int], cache_dir: Path, options: dict[str, Any],
+def sample_embedder(model: nn.Module, image_size: tuple[int, int], cache_dir: Path, options: ExtractOptions,
                     key: str) -> Callable[[list[Sample]], torch.Tensor]:
     """A function mapping test samples to L2-normalised features, for the protocol runner.
 
@@ -32,7 +32,7 @@ def sample_embedder(model: nn.Module, image_size: tuple[int, int], cache_dir: Pa
     def embed(samples: list[Sample]) -> torch.Tensor:
         images = load_images(samples, image_size[0], image_size[1], cache_dir, key=key)
         infrared = np.array([s.modality == INFRARED for s in samples])
-        return extract_features(unwrap_model(model), images, infrared, desc="test features", **options)
+        return extract_features(unwrap_model(model), images, infrared, options, desc="test features")
 
     return embed
 
@@ -78,7 +78,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str, root: str | Path, 
     model, cfg = load_model(checkpoint)
     model = model.to(dev)
     reader = open_dataset(dataset, root, trial=trial if trial is not None else cfg.data.trial)
-    options = dict(batch_size=batch_size, device=dev, amp=cfg.model.amp, channels_last=cfg.model.channels_last)
+    options = ExtractOptions(batch_size=batch_size, device=dev, amp=cfg.model.amp, channels_last=cfg.model.channels_last)
     embed = sample_embedder(model, (cfg.data.height, cfg.data.width), resolve_cache_dir(cfg), options,
                             key=f"{reader.name}-test")
     return run_protocols(embed, reader, trials=trials)
