@@ -169,14 +169,15 @@ class Pipeline:
 
 
 def wrap_model(model: nn.Module, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
-    """Move to the device; under torchrun, wrap in DDP (optionally with SyncBatchNorm); with
+    """Move to the device; under torchrun, wrap in DDP (on GPUs with SyncBatchNorm when
+    `model.sync_bn`; PyTorch's SyncBatchNorm has no CPU kernels, so gloo runs keep per-process BN); with
     `model.compile`, compile the result in place: parameter names and checkpoints stay as they are
     without it (no `_orig_mod.` wrapper), so optimiser groups and resume do not depend on the switch."""
     model = model.to(device)
     if model_cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     if distributed.is_distributed():
-        if model_cfg.sync_bn:
+        if model_cfg.sync_bn and device.type == "cuda":
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
