@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_line, evaluate_start, final_metrics,
+from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start, final_metrics,
                         mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
 from vireid.errors import VireidError
 from vireid.fileio import write_json
@@ -197,7 +197,7 @@ def plot(points: list[dict], refs: dict, info: dict, path: Path) -> Path:
                  f"{len(info['seeds'])} SCA seed(s) × {len(info['cmc_seeds'])} CMC model(s)"
                  + ("" if info["done"] == info["total"] else f"; PARTIAL {info['done']}/{info['total']}") + ")",
                  fontsize=10)
-    fig.text(0.0, -0.01, info["command"], fontsize=6.5, family="monospace", color="0.35", va="top")
+    command_footer(fig, info["command"])
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path

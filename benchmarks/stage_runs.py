@@ -43,6 +43,14 @@ def command_line() -> str:
     return "python " + shlex.join(sys.argv)
 
 
+def command_footer(fig, command: str, width: int = 150) -> None:
+    """Print the command that made a figure under it, wrapped to the figure's width."""
+    import textwrap
+
+    fig.text(0.0, -0.01, "\n".join(textwrap.wrap(command, width)), fontsize=6.5, family="monospace", color="0.35",
+             va="top")
+
+
 def add_setup_arguments(parser: argparse.ArgumentParser, preset: str = "demo") -> None:
     """--preset, --dataset, --data-root, --cache-dir and trailing KEY=VALUE overrides."""
     parser.add_argument("--preset", default=preset, help=f"config preset of every run (default {preset})")
