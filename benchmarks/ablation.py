@@ -1,8 +1,8 @@
 """Component ablation of MMM (method.md §8's table) on the demo's synthetic data or any dataset and preset.
 
     python benchmarks/ablation.py [--seeds 0 1 2] [--out docs/ablation.md] [--work DIR] [--preset demo]
-        [--dataset NAME --data-root DIR] [--png docs/images/ablation_bars.png] [--report FILE.html]
-        [-- KEY=VALUE ...]
+        [--dataset NAME --data-root DIR] [--variants "+MMLM" ... "full MMM"] [--png docs/images/ablation_bars.png]
+        [--report FILE.html] [-- KEY=VALUE ...]
 
 Rows: the start weights before any training (the same for every seed); CMC only; +MMLM (SCA with
 only weighted CE + triplet); +MMLM+intra; +MMLM+inter; full MMM.
@@ -11,7 +11,8 @@ For each seed the CMC stage runs once; the four MMLM+SCA variants then resume a 
 Columns: mean ± std over seeds of Rank-1 and mAP (the headline protocol: SYSU all-search
 single-shot) and the ARI of the cross-modality labels against the true identities (MMLM's `ari_all`;
 for "CMC only", the ARI of its last mixed visible+infrared clustering). KEY=VALUE overrides (before
-the options or after `--`) apply to every run and are listed in the written table.
+the options or after `--`) apply to every run and are listed in the written table. `--variants`
+trains only some SCA rows (on a CPU, e.g. `--variants "full MMM"` against CMC only).
 
 Outputs: the Markdown table (--out; the part from "## Notes" on is kept), a JSON of every number
 (<work>/ablation.json), a bar chart of Rank-1 and mAP per row with error bars over seeds and the
@@ -45,6 +46,11 @@ VARIANTS = (
 ROWS = [START, "CMC only"] + [name for name, _ in VARIANTS]
 
 
+def rows_of(per_seed: dict[int, dict[str, dict]]) -> list[str]:
+    """The rows measured (all of ROWS unless --variants chose fewer), in ROWS's order."""
+    return [name for name in ROWS if name in per_seed[min(per_seed)]]
+
+
 def _events(run: Path) -> list[dict]:
     return [json.loads(line) for line in open(run / "metrics.jsonl", encoding="utf-8") if line.strip()]
 
@@ -53,7 +59,8 @@ def variant_folder(work: Path, seed: int, name: str) -> Path:
     return work / f"seed{seed}-{name.replace('+', 'p').replace(' ', '_')}"
 
 
-def run_seed(seed: int, work: Path, setup: Setup, keep_checkpoints: bool = False) -> dict[str, dict]:
+def run_seed(seed: int, work: Path, setup: Setup, variants: list[str], keep_checkpoints: bool = False
+             ) -> dict[str, dict]:
     """The trained rows for one seed: {row: {rank1, mAP, ari[, pair_precision], run}} (fractions)."""
     rows: dict[str, dict] = {}
     base = train_or_reuse(setup.config(work / f"seed{seed}-cmc", [f"seed={seed}", "stages=[cmc]"]))
@@ -62,6 +69,8 @@ def run_seed(seed: int, work: Path, setup: Setup, keep_checkpoints: bool = False
     rows["CMC only"] = {"rank1": cmc["rank1"], "mAP": cmc["mAP"], "ari": last_cmc.get("ari_mixed", float("nan")),
                         "run": str(base)}
     for name, extra in VARIANTS:
+        if name not in variants:
+            continue
         cfg = setup.config(variant_folder(work, seed, name), [f"seed={seed}"] + extra)
         out = resume_variant(base, cfg, keep_checkpoints)
         _, final = final_metrics(out)
@@ -84,7 +93,7 @@ def markdown(per_seed: dict[int, dict[str, dict]], info: dict) -> str:
              f"Total time {info['minutes']:.0f} min.", "",
              "| configuration | Rank-1 (%) | mAP (%) | ARI of cross-modality labels | MMLM pair precision |",
              "|---|---|---|---|---|"]
-    for name in ROWS:
+    for name in rows_of(per_seed):
         def cell(key: str, scale: float, digits: int) -> str:
             mean, std, n = row_stats(per_seed, name, key)
             return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}" if n else "–"
@@ -94,7 +103,7 @@ def markdown(per_seed: dict[int, dict[str, dict]], info: dict) -> str:
     for s in seeds:
         lines.append(f"- seed {s}: " + "; ".join(
             f"{n} {100 * per_seed[s][n]['rank1']:.1f} / {100 * per_seed[s][n]['mAP']:.1f} / {per_seed[s][n]['ari']:.3f}"
-            for n in ROWS[1:]))
+            for n in rows_of(per_seed)[1:]))
     return "\n".join(lines) + "\n"
 
 
@@ -103,10 +112,11 @@ def bar_chart(per_seed: dict[int, dict[str, dict]], info: dict, path: Path) -> P
     fig = Figure(figsize=(10, 4.4), layout="constrained")
     ax = fig.add_subplot()
     width = 0.38
-    x = np.arange(len(ROWS))
+    rows = rows_of(per_seed)
+    x = np.arange(len(rows))
     for offset, (key, colour, label) in zip((-width / 2, width / 2),
                                             (("rank1", "#4a6fa5", "Rank-1"), ("mAP", "#e39b3b", "mAP"))):
-        stats = [row_stats(per_seed, name, key) for name in ROWS]
+        stats = [row_stats(per_seed, name, key) for name in rows]
         means = np.array([100 * m for m, _, _ in stats])
         stds = np.array([100 * s for _, s, _ in stats])
         ax.bar(x + offset, means, width, yerr=stds, capsize=4, color=colour, label=label)
@@ -114,7 +124,7 @@ def bar_chart(per_seed: dict[int, dict[str, dict]], info: dict, path: Path) -> P
             ax.text(xi, m + s, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
     if info["chance"] == info["chance"]:
         ax.axhline(100 * info["chance"], color="black", linestyle=(0, (1, 3)), label="chance Rank-1")
-    ax.set_xticks(x, ROWS, fontsize=8.5)
+    ax.set_xticks(x, rows, fontsize=8.5)
     ax.set_ylabel(f"% ({info['protocol']})")
     ax.set_title(f"Ablation, mean ± std over seeds {', '.join(map(str, sorted(per_seed)))} ({info['setup_short']})",
                  fontsize=10)
@@ -131,8 +141,9 @@ def write_ablation_report(per_seed: dict[int, dict[str, dict]], path: Path) -> P
     from vireid.viz.report import write_report
 
     seed = min(per_seed)
-    runs = [per_seed[seed][name]["run"] for name in ROWS[1:]]
-    return write_report(runs, path, title=f"MMM ablation, seed {seed}: " + ", ".join(ROWS[1:]))
+    rows = rows_of(per_seed)[1:]
+    runs = [per_seed[seed][name]["run"] for name in rows]
+    return write_report(runs, path, title=f"MMM ablation, seed {seed}: " + ", ".join(rows))
 
 
 def main() -> int:
@@ -143,6 +154,8 @@ def main() -> int:
     parser.add_argument("--png", default="docs/images/ablation_bars.png", help="bar chart of Rank-1 and mAP per row")
     parser.add_argument("--report", default=None, help="HTML report of the first seed's runs "
                                                        "(default <work>/ablation_report.html)")
+    parser.add_argument("--variants", nargs="+", choices=[name for name, _ in VARIANTS],
+                        default=[name for name, _ in VARIANTS], help="SCA rows to train (default: all four)")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every variant's cmc.pt and last.pt")
     add_setup_arguments(parser)
     args = parser.parse_args()
@@ -157,7 +170,7 @@ def main() -> int:
     per_seed = {}
     for seed in args.seeds:
         per_seed[seed] = {START: {"rank1": start["rank1"], "mAP": start["mAP"]},
-                          **run_seed(seed, work, setup, args.keep_checkpoints)}
+                          **run_seed(seed, work, setup, args.variants, args.keep_checkpoints)}
         print(f"seed {seed} done after {(time.time() - t0) / 60:.1f} min: {json.dumps(per_seed[seed])}", flush=True)
     info = {"command": command, "setup": setup.describe(), "setup_short": f"preset {setup.preset}, {setup.dataset}",
             "protocol": start["protocol"], "chance": chance_rank1(setup, start["protocol"]),
