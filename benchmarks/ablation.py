@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start, final_metrics,
-                        mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
+from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
+                        final_metrics, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
 from vireid.fileio import write_json
 
 START = "start weights (no training)"
@@ -149,7 +149,8 @@ def write_ablation_report(per_seed: dict[int, dict[str, dict]], path: Path) -> P
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="docs/ablation.md", help="Markdown table written here (the part above the notes)")
+    parser.add_argument("--out", default="docs/ablation.md",
+                        help="Markdown table written here (the part from '## Notes' on is kept)")
     parser.add_argument("--work", default="runs/ablation", help="run folders (reused when complete)")
     parser.add_argument("--png", default="docs/images/ablation_bars.png", help="bar chart of Rank-1 and mAP per row")
     parser.add_argument("--report", default=None, help="HTML report of the first seed's runs "

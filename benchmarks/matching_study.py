@@ -85,6 +85,10 @@ def train_snapshots(setup: Setup, work: Path, epochs: list[int]) -> tuple[Config
     train_or_reuse(cfg, hooks=[SnapshotHook(epochs, folder, cfg)])
     if 0 in epochs and not paths[0].is_file():
         save_start_snapshot(cfg, paths[0])
+    lost = [e for e in epochs if not paths[e].is_file()]  # the run stopped between its checkpoint and the snapshot
+    if lost:
+        raise VireidError(f"the snapshots after CMC epochs {lost} are missing from {folder}; delete {cfg.output} "
+                          "and run again")
     return cfg, paths
 
 
@@ -158,7 +162,8 @@ def markdown(rows: dict[int, dict], info: dict) -> str:
     """Three tables: the models, then pair precision and transferred-label ARI of every variant per model."""
     epochs = sorted(rows)
     name = lambda e: "start" if e == 0 else f"epoch {e}"  # noqa: E731
-    lines = [f"`{info['command']}`", "", f"{info['setup']}; protocol {info['protocol']}; {info['minutes']:.0f} min.", "",
+    lines = [f"`{info['command']}`", "",
+             f"{info['setup']}; protocol {info['protocol']}; {info['minutes']:.0f} min.", "",
              "#### The CMC models", "",
              "| CMC model | Rank-1 (%) | mAP (%) | ARI visible | ARI infrared | clusters V / R | mixed clusters "
              "with both modalities (agreeing) | reachable pair precision | chance pair precision |",
@@ -168,9 +173,11 @@ def markdown(rows: dict[int, dict], info: dict) -> str:
         mixed = (f"{r.get('mixed_cross_modal_clusters', '–')} ({_num(r.get('mixed_cross_modal_correct'), 2)})"
                  if "mixed_cross_modal_clusters" in r else "–")
         lines.append(f"| {name(e)} | {100 * r['rank1']:.1f} | {100 * r['mAP']:.1f} | {_num(r.get('ari_visible'))} | "
-                     f"{_num(r.get('ari_infrared'))} | {r.get('clusters_visible', '–')} / {r.get('clusters_infrared', '–')}"
+                     f"{_num(r.get('ari_infrared'))} | {r.get('clusters_visible', '–')} / "
+                     f"{r.get('clusters_infrared', '–')}"
                      f" | {mixed} | {_num(r['reachable_pair_precision'])} | {_num(r['chance_pair_precision'])} |")
-    for key, title in (("pair_precision", "Pair precision"), ("ari_transferred", "ARI of the transferred visible labels")):
+    for key, title in (("pair_precision", "Pair precision"),
+                       ("ari_transferred", "ARI of the transferred visible labels")):
         lines += ["", f"#### {title} of each matching", "",
                   "| assignment | n_memories | cost summed over | " + " | ".join(name(e) for e in epochs) + " |",
                   "|---|---|---|" + "---|" * len(epochs)]

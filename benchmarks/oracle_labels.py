@@ -1,4 +1,4 @@
-"""Oracle-label experiment: what SCA reaches when the cross-modal pairs it trains on are right a given share of the time.
+"""Oracle-label experiment: what SCA reaches when a given share of its cross-modal pairs are right.
 
     python benchmarks/oracle_labels.py [--precisions 1 0.75 0.5 0.25] [--seeds 0 1 2] [--cmc-seeds 0]
         [--curves cmc identity] [--work runs/oracle_labels] [--png docs/images/oracle_curve.png]
@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start, final_metrics,
-                        mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
+from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
+                        final_metrics, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
 from vireid.errors import VireidError
 from vireid.fileio import write_json
 
@@ -155,7 +155,8 @@ def markdown(points: list[dict], refs: dict, info: dict) -> str:
              "| shared labels | per-modality clusters | requested pair precision | achieved pair precision | runs "
              "| Rank-1 (%) | mAP (%) |", "|---|---|---|---|---|---|---|"]
     start, cmc = refs["start"], refs["cmc_only"]
-    lines.append(f"| start weights (no training) | – | – | – | 1 | {100 * start['rank1']:.1f} | {100 * start['mAP']:.1f} |")
+    lines.append(f"| start weights (no training) | – | – | – | 1 | {100 * start['rank1']:.1f} | "
+                 f"{100 * start['mAP']:.1f} |")
     lines.append(f"| CMC only | – | – | – | {cmc['runs']} | {_cell(cmc['rank1'], cmc['rank1_std'])} | "
                  f"{_cell(cmc['mAP'], cmc['mAP_std'])} |")
     for p in points:
@@ -165,7 +166,8 @@ def markdown(points: list[dict], refs: dict, info: dict) -> str:
         clusters = "identities" if p["curve"] == "identity" else "CMC model's"
         requested = "–" if p["requested"] is None else (
             f"{REACHED} ({p['pair_precision']:.3f})" if p["requested"] == REACHED else f"{p['requested']:.2f}")
-        lines.append(f"| {labels} | {clusters} | {requested} | {_cell(p['pair_precision'], p['pair_precision_std'], 1, 3)} "
+        achieved = _cell(p["pair_precision"], p["pair_precision_std"], 1, 3)
+        lines.append(f"| {labels} | {clusters} | {requested} | {achieved} "
                      f"| {p['runs']} | {_cell(p['rank1'], p['rank1_std'])} | {_cell(p['mAP'], p['mAP_std'])} |")
     lines += ["", "The achieved pair precision of the CMC model's clusters stays below the requested one when too "
               "few visible clusters have an infrared cluster whose majority identity is theirs (the most any "

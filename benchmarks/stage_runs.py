@@ -80,7 +80,8 @@ class Setup:
 
     def describe(self) -> str:
         given = " ".join(f"`{o}`" for o in self.overrides)
-        return f"preset `{self.preset}`, dataset {self.dataset} at {self.root}" + (f", overrides {given}" if given else "")
+        where = f"preset `{self.preset}`, dataset {self.dataset} at {self.root}"
+        return where + (f", overrides {given}" if given else "")
 
 
 def prepare_setup(args: argparse.Namespace) -> Setup:
