@@ -71,6 +71,7 @@ class Setup:
     root: Path
     weights: str  # model.weights_path ("" when the preset needs no file)
     overrides: list[str] = field(default_factory=list)  # the user's, data.cache_dir included
+    demo_data: bool = False  # the demo's synthetic set in the cache (no --data-root)
 
     def config(self, output: Path, extra: Sequence[str] = ()) -> Config:
         """The preset with this data and start weights, the user's overrides, then `extra`; run in `output`."""
@@ -80,7 +81,8 @@ class Setup:
 
     def describe(self) -> str:
         given = " ".join(f"`{o}`" for o in self.overrides)
-        where = f"preset `{self.preset}`, dataset {self.dataset} at {self.root}"
+        data = "the demo's synthetic data" if self.demo_data else f"dataset {self.dataset} at {self.root}"
+        where = f"preset `{self.preset}`, {data}"
         return where + (f", overrides {given}" if given else "")
 
 
@@ -98,7 +100,7 @@ def prepare_setup(args: argparse.Namespace) -> Setup:
         root, dataset = ensure_demo_data(resolve_cache_dir(cfg) / "demo-data"), "sysu"
     cfg.data.root, cfg.data.dataset = str(root), dataset
     resolve_start_weights(cfg)
-    return Setup(args.preset, dataset, root, cfg.model.weights_path, overrides)
+    return Setup(args.preset, dataset, root, cfg.model.weights_path, overrides, demo_data=not args.data_root)
 
 
 # ---------------------------------------------------------------------------- run folders
