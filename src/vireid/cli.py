@@ -20,7 +20,7 @@ from vireid.errors import VireidError
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that trains (train, demo)."""
-    p.add_argument("--preset", default=None, help="packaged preset: sysu, regdb, llcm, demo, smoke")
+    p.add_argument("--preset", default=None, help="packaged preset: sysu, regdb, llcm, demo, smoke, bench")
     p.add_argument("--config", default=None, metavar="FILE", help="a YAML file applied after the preset")
     p.add_argument("--output", default=None, metavar="DIR", help="run folder (config, logs, checkpoints, plots)")
     p.add_argument("--seed", type=int, default=None, help="one seed for every random choice")
