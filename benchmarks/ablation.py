@@ -1,27 +1,40 @@
-"""Component ablation of MMM on the demo's synthetic data (METHOD §8's table, at demo scale).
+"""Component ablation of MMM (method.md §8's table) on the demo's synthetic data or any dataset and preset.
 
-    python benchmarks/ablation.py [--seeds 0 1 2] [--out docs/ablation.md] [--work DIR] [KEY=VALUE ...]
+    python benchmarks/ablation.py [--seeds 0 1 2] [--out docs/ablation.md] [--work DIR] [--preset demo]
+        [--dataset NAME --data-root DIR] [--variants "+MMLM" ... "full MMM"] [--png docs/images/ablation_bars.png]
+        [--report FILE.html] [-- KEY=VALUE ...]
 
 Rows: the start weights before any training (the same for every seed); CMC only; +MMLM (SCA with
 only weighted CE + triplet); +MMLM+intra; +MMLM+inter; full MMM.
-For each seed the CMC stage runs once; the four MMLM+SCA variants then resume from its checkpoint
+For each seed the CMC stage runs once; the four MMLM+SCA variants then resume a copy of it
 (`checkpoints/cmc.pt`, the pipeline's own resume path), so they differ only in the SCA losses.
-Columns: mean ± std over seeds of Rank-1 and mAP (SYSU all-search single-shot) and the ARI of the
-cross-modality labels against the true identities (MMLM's `ari_all`; for "CMC only", the ARI of
-its last mixed visible+infrared clustering). KEY=VALUE overrides apply to every run (e.g. a
-shorter schedule) and are listed in the written table.
+Columns: mean ± std over seeds of Rank-1 and mAP (the headline protocol: SYSU all-search
+single-shot) and the ARI of the cross-modality labels against the true identities (MMLM's `ari_all`;
+for "CMC only", the ARI of its last mixed visible+infrared clustering). KEY=VALUE overrides (before
+the options or after `--`) apply to every run and are listed in the written table. `--variants`
+trains only some SCA rows (on a CPU, e.g. `--variants "full MMM"` against CMC only).
+
+Outputs: the Markdown table (--out; the part from "## Notes" on is kept), a JSON of every number
+(<work>/ablation.json), a bar chart of Rank-1 and mAP per row with error bars over seeds and the
+chance level (--png), and `vireid report`'s HTML page of the first seed's run folders (--report,
+default <work>/ablation_report.html). Finished run folders in --work are reused (only with the same
+settings), so an interrupted ablation continues where it stopped; variants keep only final.pt.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
+                        final_metrics, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
+from vireid.fileio import write_json
 
 START = "start weights (no training)"
 VARIANTS = (
@@ -30,129 +43,152 @@ VARIANTS = (
     ("+MMLM+inter", ["sca.intra=false"]),
     ("full MMM", []),
 )
+ROWS = [START, "CMC only"] + [name for name, _ in VARIANTS]
+
+
+def rows_of(per_seed: dict[int, dict[str, dict]]) -> list[str]:
+    """The rows measured (all of ROWS unless --variants chose fewer), in ROWS's order."""
+    return [name for name in ROWS if name in per_seed[min(per_seed)]]
 
 
 def _events(run: Path) -> list[dict]:
     return [json.loads(line) for line in open(run / "metrics.jsonl", encoding="utf-8") if line.strip()]
 
 
-def _eval(run: Path, stage: str) -> dict:
-    """The last all-single evaluation event of `stage`."""
-    found = [e for e in _events(run) if e.get("event") == "eval" and e.get("stage") == stage
-             and e.get("protocol") == "all-single"]
-    return found[-1]
+def variant_folder(work: Path, seed: int, name: str) -> Path:
+    return work / f"seed{seed}-{name.replace('+', 'p').replace(' ', '_')}"
 
 
-def _config(overrides: list[str], output: Path, data_root: Path, weights: str):
-    from vireid.config import load_config
-
-    return load_config("demo", [f"output={output}", f"data.root={data_root}", f"model.weights_path={weights}",
-                                "data.dataset=sysu"] + overrides)
-
-
-def run_seed(seed: int, work: Path, data_root: Path, weights: str, overrides: list[str]) -> dict[str, dict]:
-    """All five rows for one seed: {row: {rank1, mAP, ari}} (fractions)."""
-    from vireid.config import save_config
-    from vireid.engine.pipeline import train
-
+def run_seed(seed: int, work: Path, setup: Setup, variants: list[str], keep_checkpoints: bool = False
+             ) -> dict[str, dict]:
+    """The trained rows for one seed: {row: {rank1, mAP, ari[, pair_precision], run}} (fractions)."""
     rows: dict[str, dict] = {}
-    base = work / f"seed{seed}-cmc"
-    if not (base / "final_metrics.json").exists():
-        shutil.rmtree(base, ignore_errors=True)
-        train(_config(overrides + [f"seed={seed}", "stages=[cmc]"], base, data_root, weights))
-    cmc_eval = _eval(base, "cmc")
+    base = train_or_reuse(setup.config(work / f"seed{seed}-cmc", [f"seed={seed}", "stages=[cmc]"]))
+    _, cmc = final_metrics(base)
     last_cmc = [e for e in _events(base) if e.get("event") == "epoch" and e.get("stage") == "cmc"][-1]
-    rows["CMC only"] = {"rank1": cmc_eval["rank1"], "mAP": cmc_eval["mAP"], "ari": last_cmc.get("ari_mixed", float("nan"))}
+    rows["CMC only"] = {"rank1": cmc["rank1"], "mAP": cmc["mAP"], "ari": last_cmc.get("ari_mixed", float("nan")),
+                        "run": str(base)}
     for name, extra in VARIANTS:
-        out = work / f"seed{seed}-{name.replace('+', 'p').replace(' ', '_')}"
-        if not (out / "final_metrics.json").exists():
-            shutil.rmtree(out, ignore_errors=True)
-            shutil.copytree(base, out, ignore=shutil.ignore_patterns("final_metrics.json", "plots", "tb"))
-            cfg = _config(overrides + [f"seed={seed}"] + extra, out, data_root, weights)
-            save_config(cfg, out / "config.yaml")  # the variant resumes the CMC run as its own
-            train(cfg, resume=True)
-        final = _eval(out, "sca")
-        summary = json.loads((out / "mmlm" / "summary.json").read_text())
+        if name not in variants:
+            continue
+        cfg = setup.config(variant_folder(work, seed, name), [f"seed={seed}"] + extra)
+        out = resume_variant(base, cfg, keep_checkpoints)
+        _, final = final_metrics(out)
+        summary = mmlm_summary(out)
         rows[name] = {"rank1": final["rank1"], "mAP": final["mAP"], "ari": summary.get("ari_all", float("nan")),
-                      "pair_precision": summary.get("pair_precision", float("nan"))}
+                      "pair_precision": summary.get("pair_precision", float("nan")), "run": str(out)}
     return rows
 
 
-def evaluate_start(data_root: Path, weights: str, overrides: list[str]) -> dict:
-    """Rank-1 / mAP of the start weights (no training), with the demo preset's evaluation."""
-    from vireid.data.registry import open_dataset
-    from vireid.demo.command import evaluate_model
-    from vireid.engine.context import RunContext
-    from vireid.engine.device import select_device
-    from vireid.models import create_model
-
-    cfg = _config(overrides, Path("unused"), data_root, weights)
-    device = select_device(cfg.device)
-    model = create_model(cfg.model).to(device).eval()
-    ctx = RunContext.from_config(cfg, None, device)
-    results = evaluate_model(model, open_dataset("sysu", data_root), ctx, cfg.eval.trials)[0]["all-single"]
-    return {"rank1": results["rank1"], "mAP": results["mAP"]}
+def row_stats(per_seed: dict[int, dict[str, dict]], name: str, key: str) -> tuple[float, float, int]:
+    return mean_std([per_seed[s][name].get(key, np.nan) for s in sorted(per_seed)])
 
 
-def markdown(per_seed: dict[int, dict[str, dict]], overrides: list[str], minutes: float, chance: float) -> str:
-    names = [START, "CMC only"] + [n for n, _ in VARIANTS]
+def markdown(per_seed: dict[int, dict[str, dict]], info: dict) -> str:
     seeds = sorted(per_seed)
-    lines = ["# Ablation on the demo's synthetic data", "",
-             f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; SYSU all-search single-shot "
-             f"(`eval.trials` gallery trials per run: 10 in the demo preset). "
-             f"Chance Rank-1 ≈ {100 * chance:.1f}%. Total time {minutes:.0f} min on the 2-core CPU machine.",
-             "Preset `demo`" + (" with " + " ".join(f"`{o}`" for o in overrides) if overrides else "") + ".", "",
+    lines = [f"# Ablation ({info['setup']})", "",
+             f"`{info['command']}`", "",
+             f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds; {info['protocol']} "
+             f"(`eval.trials` gallery trials per run). Chance Rank-1 ≈ {100 * info['chance']:.1f}%. "
+             f"Total time {info['minutes']:.0f} min.", "",
              "| configuration | Rank-1 (%) | mAP (%) | ARI of cross-modality labels | MMLM pair precision |",
              "|---|---|---|---|---|"]
-    for name in names:
-        vals = {k: np.array([per_seed[s][name][k] for s in seeds if k in per_seed[s][name]], dtype=float)
-                for k in ("rank1", "mAP", "ari", "pair_precision")}
-        cell = lambda v, scale: f"{scale * v.mean():.1f} ± {scale * v.std():.1f}" if len(v) else "–"  # noqa: E731
-        cell3 = lambda v: f"{v.mean():.3f} ± {v.std():.3f}" if len(v) else "–"  # noqa: E731
-        lines.append(f"| {name} | {cell(vals['rank1'], 100)} | {cell(vals['mAP'], 100)} | {cell3(vals['ari'])} | "
-                     f"{cell3(vals['pair_precision'])} |")
+    for name in rows_of(per_seed):
+        def cell(key: str, scale: float, digits: int) -> str:
+            mean, std, n = row_stats(per_seed, name, key)
+            return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}" if n else "–"
+        lines.append(f"| {name} | {cell('rank1', 100, 1)} | {cell('mAP', 100, 1)} | {cell('ari', 1, 3)} | "
+                     f"{cell('pair_precision', 1, 3)} |")
     lines += ["", "Per seed (Rank-1 / mAP / ARI):", ""]
     for s in seeds:
         lines.append(f"- seed {s}: " + "; ".join(
             f"{n} {100 * per_seed[s][n]['rank1']:.1f} / {100 * per_seed[s][n]['mAP']:.1f} / {per_seed[s][n]['ari']:.3f}"
-            for n in names[1:]))
+            for n in rows_of(per_seed)[1:]))
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def bar_chart(per_seed: dict[int, dict[str, dict]], info: dict, path: Path) -> Path:
+    """Rank-1 and mAP per row (mean over seeds, error bars = std), with the chance Rank-1."""
+    fig = Figure(figsize=(10, 4.4), layout="constrained")
+    ax = fig.add_subplot()
+    width = 0.38
+    rows = rows_of(per_seed)
+    x = np.arange(len(rows))
+    for offset, (key, colour, label) in zip((-width / 2, width / 2),
+                                            (("rank1", "#4a6fa5", "Rank-1"), ("mAP", "#e39b3b", "mAP"))):
+        stats = [row_stats(per_seed, name, key) for name in rows]
+        means = np.array([100 * m for m, _, _ in stats])
+        stds = np.array([100 * s for _, s, _ in stats])
+        ax.bar(x + offset, means, width, yerr=stds, capsize=4, color=colour, label=label)
+        for xi, m, s in zip(x + offset, means, stds):
+            ax.text(xi, m + s, f"{m:.1f}", ha="center", va="bottom", fontsize=8)
+    if info["chance"] == info["chance"]:
+        ax.axhline(100 * info["chance"], color="black", linestyle=(0, (1, 3)), label="chance Rank-1")
+    ax.set_xticks(x, rows, fontsize=8.5)
+    ax.set_ylabel(f"% ({info['protocol']})")
+    ax.set_title(f"Ablation, mean ± std over seeds {', '.join(map(str, sorted(per_seed)))} ({info['setup_short']})",
+                 fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    command_footer(fig, info["command"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def write_ablation_report(per_seed: dict[int, dict[str, dict]], path: Path) -> Path:
+    """`vireid report`'s page of the first seed's run folders, one per trained row."""
+    from vireid.viz.report import write_report
+
+    seed = min(per_seed)
+    rows = rows_of(per_seed)[1:]
+    runs = [per_seed[seed][name]["run"] for name in rows]
+    return write_report(runs, path, title=f"MMM ablation, seed {seed}: " + ", ".join(rows))
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="docs/ablation.md", help="Markdown table written here (the part above the notes)")
+    parser.add_argument("--out", default="docs/ablation.md",
+                        help="Markdown table written here (the part from '## Notes' on is kept)")
     parser.add_argument("--work", default="runs/ablation", help="run folders (reused when complete)")
-    parser.add_argument("--cache-dir", default=None, help="demo data + pre-trained weights (default: the vireid cache)")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    parser.add_argument("--png", default="docs/images/ablation_bars.png", help="bar chart of Rank-1 and mAP per row")
+    parser.add_argument("--report", default=None, help="HTML report of the first seed's runs "
+                                                       "(default <work>/ablation_report.html)")
+    parser.add_argument("--variants", nargs="+", choices=[name for name, _ in VARIANTS],
+                        default=[name for name, _ in VARIANTS], help="SCA rows to train (default: all four)")
+    parser.add_argument("--keep-checkpoints", action="store_true", help="keep every variant's cmc.pt and last.pt")
+    add_setup_arguments(parser)
     args = parser.parse_args()
-
-    from vireid.config import load_config, resolve_cache_dir
-    from vireid.demo.command import ensure_demo_data
-    from vireid.demo.pretrain import synthetic_pretrained_weights
+    work = Path(args.work)
+    command = command_line()
+    print(command, flush=True)
 
     t0 = time.time()
-    overrides = ([f"data.cache_dir={args.cache_dir}"] if args.cache_dir else []) + args.overrides
-    cfg = load_config("demo", overrides)
-    cache = resolve_cache_dir(cfg)
-    root = ensure_demo_data(cache / "demo-data")
-    weights = str(synthetic_pretrained_weights(cfg, cache))
-    work = Path(args.work)
+    setup = prepare_setup(args)
     work.mkdir(parents=True, exist_ok=True)
+    start = evaluate_start(setup, work / "start_weights.json")
     per_seed = {}
-    start = evaluate_start(root, weights, overrides)
     for seed in args.seeds:
-        per_seed[seed] = {START: start, **run_seed(seed, work, root, weights, overrides)}
+        per_seed[seed] = {START: {"rank1": start["rank1"], "mAP": start["mAP"]},
+                          **run_seed(seed, work, setup, args.variants, args.keep_checkpoints)}
         print(f"seed {seed} done after {(time.time() - t0) / 60:.1f} min: {json.dumps(per_seed[seed])}", flush=True)
-    test_ids = len((root / "exp" / "test_id.txt").read_text().split(","))
-    table = markdown(per_seed, args.overrides, (time.time() - t0) / 60, 1.0 / test_ids)
+    info = {"command": command, "setup": setup.describe(), "setup_short": f"preset {setup.preset}, {setup.dataset}",
+            "protocol": start["protocol"], "chance": chance_rank1(setup, start["protocol"]),
+            "minutes": (time.time() - t0) / 60}
+    table = markdown(per_seed, info)
     out = Path(args.out)
     previous = out.read_text(encoding="utf-8") if out.exists() else ""
     notes = previous[previous.index("\n## Notes"):] if "\n## Notes" in previous else ""  # kept below the table
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table + notes, encoding="utf-8")
-    (work / "ablation.json").write_text(json.dumps(per_seed, indent=2))
+    write_json(work / "ablation.json", {"command": command, "setup": info["setup"], "protocol": info["protocol"],
+                                        "chance_rank1": info["chance"], "per_seed": per_seed})
+    bar_chart(per_seed, info, Path(args.png))
+    report = write_ablation_report(per_seed, Path(args.report or work / "ablation_report.html"))
     print(table)
+    print(f"bar chart: {args.png}; report: {report}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ def test_defaults_are_the_papers_values():
     assert (cfg.cmc.lr, cfg.cmc.temperature, cfg.cmc.memory_momentum) == (3.5e-4, 0.05, 0.1)
     assert (cfg.mmlm.n_memories, cfg.mmlm.cost_sum_over, cfg.mmlm.assignment) == (4, "visible", "hungarian")
     assert (cfg.sca.epochs, cfg.sca.num_ids, cfg.sca.lambda_intra, cfg.sca.lambda_inter) == (80, 8, 0.5, 0.05)
-    assert (cfg.sca.inter_start, cfg.sca.intra_distance, cfg.sca.prototype_init) == (15, "l2sq", "pass")
+    assert (cfg.sca.inter_start, cfg.sca.intra_distance, cfg.sca.prototype_init) == (15, "l2sq_unit", "pass")
     assert cfg.sca.lr_milestones == [20, 40]
     assert (cfg.data.height, cfg.data.width) == (288, 144)
     assert cfg.stages == ["cmc", "mmlm", "sca"] and cfg.profile == "paper"

@@ -154,3 +154,10 @@ def test_stage_summary_combines_start_stage_evaluations_quality_and_matching():
     # a run of the CMC stage alone: no SCA row even if a quality was measured for the final model
     cmc_only = RunResult(final={}, summaries={"cmc": evaluation(0.20)})
     assert set(demo.stage_summary(start, cmc_only, quality)) == {"start", "cmc"}
+
+
+def test_mmlm_line_puts_the_pair_precision_next_to_its_chance_level():
+    line = demo.mmlm_line({"pairs": 52, "clusters_visible": 52, "clusters_infrared": 27, "pair_precision": 0.115,
+                           "pair_precision_chance": 0.04, "ari_transferred": 0.54})
+    assert line == ("mmlm: 52 pairs of 52 visible and 27 infrared clusters; pair precision 0.115 (chance 0.040), "
+                    "transferred-label ARI 0.540")

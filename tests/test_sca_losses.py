@@ -153,7 +153,7 @@ def test_class_prototypes_are_weighted_sums_over_class_counts():
     assert torch.all(got[1] == 0)
 
 
-@pytest.mark.parametrize("distance", ["l2sq", "mse", "l1"])
+@pytest.mark.parametrize("distance", ["l2sq_unit", "l2sq", "mse", "l1"])
 def test_intra_alignment_loss_equals_loop_and_leaves_prototypes_alone(distance):
     feats = _rand(5, 4, seed=13).requires_grad_()
     protos = _rand(5, 4, seed=14).requires_grad_()
@@ -161,8 +161,11 @@ def test_intra_alignment_loss_equals_loop_and_leaves_prototypes_alone(distance):
     loss = intra_alignment_loss(feats, protos, weights, distance)
     expected = 0.0
     for f, p, w in zip(feats.tolist(), protos.tolist(), weights.tolist()):
+        if distance == "l2sq_unit":  # both vectors scaled to length 1 first
+            f = [a / sum(x * x for x in f) ** 0.5 for a in f]
+            p = [b / sum(x * x for x in p) ** 0.5 for b in p]
         diffs = [a - b for a, b in zip(f, p)]
-        if distance == "l2sq":
+        if distance in ("l2sq", "l2sq_unit"):
             dist = sum(d * d for d in diffs)
         elif distance == "mse":
             dist = sum(d * d for d in diffs) / len(diffs)
@@ -172,6 +175,15 @@ def test_intra_alignment_loss_equals_loop_and_leaves_prototypes_alone(distance):
     assert loss.item() == pytest.approx(expected / 5)
     loss.backward()
     assert protos.grad is None and feats.grad.abs().sum() > 0
+
+
+def test_unit_intra_distance_is_bounded_and_ignores_the_features_scale():
+    feats, protos = _rand(6, 8, seed=21), _rand(6, 8, seed=22)
+    ones = torch.ones(6, dtype=torch.float64)
+    small = intra_alignment_loss(feats, protos, ones, "l2sq_unit")
+    large = intra_alignment_loss(1e4 * feats, 3.0 * protos, ones, "l2sq_unit")
+    assert small.item() == pytest.approx(large.item()) and 0.0 <= small.item() <= 4.0
+    assert intra_alignment_loss(1e4 * feats, protos, ones, "l2sq").item() > 1e6  # the literal sum is unbounded
 
 
 def test_intra_alignment_rejects_unknown_distance():

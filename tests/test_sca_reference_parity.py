@@ -156,7 +156,7 @@ def mixed_centroids(feat_v, feat_r, labels_v, labels_r, num_clusters):
     """The one call into the code under test for the CMC phase-2 (mixed) memory."""
     from vireid.engine.cmc import mixed_memory_centroids
 
-    return mixed_memory_centroids(feat_v, feat_r, labels_v, labels_r, num_clusters)
+    return mixed_memory_centroids(feat_v, feat_r, labels_v, labels_r, num_clusters, reference_config().cmc.mixed_memory)
 
 
 def test_mixed_memory_averages_raw_modality_means_then_normalises():

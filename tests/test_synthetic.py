@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vireid.data.synthetic import contact_sheet, generate_synthetic, read_synthetic_info
+from vireid.data.synthetic import contact_sheet, generate_synthetic, read_synthetic_info, sysu_camera_pairs
 from vireid.data.synthetic_people import (BOTTOM, NIR_CHANNEL_WEIGHTS, NIR_MATERIAL_SPREAD, SKIN, TOP, TOP2,
                                           make_identity)
 from vireid.errors import ConfigError, DatasetLayoutError
@@ -289,6 +289,22 @@ def test_sysu_reader_loads_the_synthetic_root(sysu):
     assert {s.pid for s in data.train} == train_ids
     assert len(data.train) == sum(len(list((sysu / c / f"{p:04d}").glob("*.jpg")))
                                   for p in train_ids for c in _cams_of(sysu, p))
+
+
+def test_sysu_camera_pairs_count_the_images_the_reader_finds(sysu):
+    from vireid.data.records import VISIBLE
+    from vireid.data.sysu import SYSUMM01
+
+    data = SYSUMM01(sysu)
+    pairs = sysu_camera_pairs(24, seed=0, test_fraction=0.5)
+    visible = sum(s.modality == VISIBLE for s in data.train)
+    assert (2 * pairs["train"][0], 2 * pairs["train"][1]) == (visible, len(data.train) - visible)
+    test_ids = _ids(sysu, "test")
+    test_vis = sum(len(list((sysu / c / f"{p:04d}").glob("*.jpg"))) for p in test_ids for c in VISIBLE_CAMS
+                   if (sysu / c / f"{p:04d}").is_dir())
+    test_ir = sum(len(list((sysu / c / f"{p:04d}").glob("*.jpg"))) for p in test_ids for c in INFRARED_CAMS
+                  if (sysu / c / f"{p:04d}").is_dir())
+    assert (2 * pairs["test"][0], 2 * pairs["test"][1]) == (test_vis, test_ir)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vireid.data.regdb") is None, reason="RegDB reader not written yet")

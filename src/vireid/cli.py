@@ -90,7 +90,7 @@ def fraction(text: str) -> float:
 
 def _add_training_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by every command that trains (train, demo)."""
-    p.add_argument("--preset", default=None, help="packaged preset: sysu, regdb, llcm, demo, smoke "
+    p.add_argument("--preset", default=None, help="packaged preset: sysu, regdb, llcm, demo, smoke, bench "
                                                   "(default: the dataset's for train, demo for demo)")
     p.add_argument("--config", default=None, metavar="FILE", help="a YAML file applied after the preset")
     p.add_argument("--output", default=None, metavar="DIR",
@@ -206,9 +206,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not (args.dataset and args.data_root):
             raise VireidError(f"--checkpoint needs --dataset {'|'.join(dataset_names())} and --data-root DIR")
         from vireid.engine.evaluate import evaluate_checkpoint
+        from vireid.engine.extract import ExtractOptions
 
         results = evaluate_checkpoint(args.checkpoint, args.dataset, args.data_root, trial=args.trial,
-                                      trials=args.trials, device=args.device, batch_size=args.batch_size)
+                                      trials=args.trials,
+                                      options=ExtractOptions(batch_size=args.batch_size, device=args.device))
         used = len(next(iter(results.values()))["trials"]) if results else 0
         origin = "--trials" if args.trials is not None else "the run's eval.trials; --trials changes it"
         print(f"gallery draws per protocol: {used} ({origin})")

@@ -60,7 +60,8 @@ class ModelConfig:
     gem_p: float = 3.0
     channels_last: bool = True  # CUDA only
     amp: bool = True  # CUDA only
-    sync_bn: bool = False  # DDP only
+    sync_bn: bool = True  # DDP only: BatchNorm statistics over the global batch, as in one process
+    compile: bool = False  # torch.compile the training model in place (first steps compile; see docs/reproduce.md)
 
 
 @dataclass
@@ -93,6 +94,7 @@ class CMCConfig:
     gamma: float = 0.1
     temperature: float = 0.05
     memory_momentum: float = 0.1
+    mixed_memory: str = "paper"  # paper (average of normalised centroids) | reference (of raw means)
 
 
 @dataclass
@@ -103,7 +105,12 @@ class MMLMConfig:
     n_memories: int = 4
     cost_sum_over: str = "visible"  # visible (paper) | infrared (reference)
     assignment: str = "hungarian"  # hungarian (paper) | nearest (reference)
-    kmeans_iterations: int = 50
+    kmeans_iterations: int = 50  # Lloyd iterations at most (reference: 300, scikit-learn's default)
+    kmeans_restarts: int = 1  # k-means++ seedings per cluster, the lowest inertia kept (reference: 10)
+    # Diagnosis only: >= 0 replaces the matching by pairs built from the TRUE identities with this pair
+    # precision (benchmarks/oracle_labels.py); -1 = off, the unsupervised method.
+    oracle_precision: float = -1.0
+    oracle_clusters: str = "cmc"  # per-modality clusters of the oracle: cmc (the CMC model's) | identity
     seed: int = 0
 
 
@@ -124,7 +131,8 @@ class SCAConfig:
     intra: bool = True
     lambda_intra: float = 0.5
     intra_start: int = 5
-    intra_distance: str = "l2sq"  # l2sq (paper, summed over D) | mse (averaged over D) | l1 (reference)
+    intra_distance: str = "l2sq_unit"  # l2sq_unit (paper, on unit vectors) | l2sq | mse | l1 (reference)
+    intra_form: str = "paper"  # paper (mean over the batch) | reference (both sums over the visible count)
     prototype_init: str = "pass"  # pass (one weighted pass, paper) | zero (reference)
     inter: bool = True
     lambda_inter: float = 0.05
@@ -175,8 +183,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.nonlocal_channels": ("reference", "half"),
     "mmlm.cost_sum_over": ("visible", "infrared"),
     "mmlm.assignment": ("hungarian", "nearest"),
+    "mmlm.oracle_clusters": ("cmc", "identity"),
+    "cmc.mixed_memory": ("paper", "reference"),
     "sca.init": ("pretrained", "cmc"),
-    "sca.intra_distance": ("l2sq", "mse", "l1"),
+    "sca.intra_distance": ("l2sq_unit", "l2sq", "mse", "l1"),
+    "sca.intra_form": ("paper", "reference"),
     "sca.prototype_init": ("pass", "zero"),
     "sca.inter_form": ("paper", "reference"),
     "sca.confidence_bn": ("eval", "train"),
@@ -188,10 +199,14 @@ _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 # evaluated on the otherwise resolved config, so it follows explicit settings of what it reads.
 REFERENCE_PROFILE: dict[str, Any | Callable[[Config], Any]] = {
     "cluster.renormalize": False,  # the flip average is not re-normalised (§5)
+    "cmc.mixed_memory": "reference",  # raw per-modality means averaged, then normalised (§6.1)
     "mmlm.cost_sum_over": "infrared",  # cost sums over the infrared memories (§6.2)
     "mmlm.assignment": "nearest",  # each visible cluster takes its cheapest IR cluster (§6.2)
+    "mmlm.kmeans_iterations": 300,  # scikit-learn KMeans' max_iter (§6.2)
+    "mmlm.kmeans_restarts": 10,  # scikit-learn KMeans' n_init (§6.2)
     "sca.num_ids": 6,  # 6 identities per SCA batch (§6.3)
     "sca.intra_distance": "l1",  # mean absolute error to the prototype (§6.3)
+    "sca.intra_form": "reference",  # visible and infrared sums both divided by the visible count (§6.3)
     "sca.prototype_init": "zero",  # prototypes start at zero, not one weighted pass (§6.3)
     "sca.inter_form": "reference",  # MMD summed over views and directions (§6.3)
     "sca.inter_start": lambda cfg: cfg.sca.warmup_epochs,  # right after warm-up (§6.3)
@@ -370,7 +385,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"config key 'device': got {cfg.device!r}, expected auto|cpu|cuda|cuda:N")
     positive = ["data.height", "data.width", "data.eval_batch_size", "cluster.k1", "cluster.k2",
                 "cluster.min_samples", "cluster.mixed_k1", "cluster.mixed_k2", "cluster.knn_block",
-                "cmc.batch_size", "cmc.num_instances", "mmlm.n_memories", "sca.num_ids",
+                "cmc.batch_size", "cmc.num_instances", "mmlm.n_memories", "mmlm.kmeans_iterations",
+                "mmlm.kmeans_restarts", "sca.num_ids",
                 "sca.num_instances", "eval.trials", "eval.max_rank"]
     non_negative = ["data.workers", "cmc.phase1_epochs", "cmc.phase2_epochs", "cmc.iterations",
                     "sca.epochs", "sca.warmup_epochs", "sca.iterations", "eval.every"]
@@ -381,6 +397,9 @@ def validate(cfg: Config) -> Config:
         if _get(cfg, key) < 0:
             raise ConfigError(f"config key {key!r}: got {_get(cfg, key)!r}, expected >= 0")
     _check_numbers(cfg)
+    if cfg.mmlm.oracle_precision != -1.0 and not 0.0 <= cfg.mmlm.oracle_precision <= 1.0:
+        raise ConfigError(f"config key 'mmlm.oracle_precision': got {cfg.mmlm.oracle_precision!r}, expected -1 "
+                          "(off) or a pair precision in [0, 1]")
     if not 0.0 < cfg.cluster.eps:
         raise ConfigError(f"config key 'cluster.eps': got {cfg.cluster.eps!r}, expected > 0")
     if cfg.cmc.batch_size % cfg.cmc.num_instances:

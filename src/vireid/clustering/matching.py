@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from vireid.clustering.memories import kmeans_submemories
-from vireid.clustering.quality import majority_agreement
+from vireid.clustering.quality import chance_agreement, majority_agreement
 from vireid.errors import ConfigError, VireidError
 
 __all__ = ["MatchResult", "multi_memory_match", "memory_match_cost", "assign_clusters"]
@@ -54,6 +54,8 @@ class MatchResult:
         ari_transferred: ARI of transferred visible labels vs truth over visible non-outliers;
         ari_all: ARI of all non-outlier labels (visible transferred + infrared) vs truth;
         pair_precision: fraction of pairs whose two clusters have the same majority identity;
+        pair_precision_chance: the same for pairs drawn at random (each visible cluster with a
+        uniformly drawn infrared cluster), the level a matching must beat;
         num_pairs: M.
         """
         true_v = np.asarray(true_v).reshape(-1)
@@ -69,8 +71,9 @@ class MatchResult:
         all_pred = np.concatenate([transferred, self.labels_r[keep_r]])
         ari_all = float(adjusted_rand_score(all_true, all_pred)) if all_true.size else float("nan")
         precision = majority_agreement(self.labels_v, true_v, self.labels_r, true_r, self.pairs)
-        return {"ari_transferred": ari_transferred, "ari_all": ari_all,
-                "pair_precision": precision, "num_pairs": int(len(self.pairs))}
+        chance = chance_agreement(self.labels_v, true_v, self.labels_r, true_r)
+        return {"ari_transferred": ari_transferred, "ari_all": ari_all, "pair_precision": precision,
+                "pair_precision_chance": chance, "num_pairs": int(len(self.pairs))}
 
 
 def memory_match_cost(memories_v: torch.Tensor, memories_r: torch.Tensor, sum_over: str = "visible",
@@ -133,7 +136,8 @@ def assign_clusters(cost: np.ndarray, assignment: str = "hungarian") -> tuple[np
 def multi_memory_match(feat_v: torch.Tensor, labels_v: np.ndarray | torch.Tensor, feat_r: torch.Tensor,
                        labels_r: np.ndarray | torch.Tensor, n_memories: int = 4, seed: int = 0,
                        assignment: str = "hungarian", cost_sum_over: str = "visible",
-                       block_size: int | None = None, kmeans_iterations: int = 50) -> MatchResult:
+                       block_size: int | None = None, kmeans_iterations: int = 50,
+                       kmeans_restarts: int = 1) -> MatchResult:
     """MMLM: K-means memories per cluster, nearest-memory cost, assignment, visible label transfer.
 
     feat_v (Nv, D), labels_v (Nv,), feat_r (Nr, D), labels_r (Nr,): clustering features and
@@ -154,8 +158,8 @@ def multi_memory_match(feat_v: torch.Tensor, labels_v: np.ndarray | torch.Tensor
         raise VireidError(f"MMLM cannot match: the {' and '.join(empty)} clustering found no clusters "
                           "(every sample is an outlier); lower cluster.eps or cluster.min_samples, "
                           "or train the CMC stage longer")
-    memories_v = kmeans_submemories(feat_v, lab_v, n_memories, seed, kmeans_iterations, cv)
-    memories_r = kmeans_submemories(feat_r, lab_r, n_memories, seed, kmeans_iterations, cr)
+    memories_v = kmeans_submemories(feat_v, lab_v, n_memories, seed, kmeans_iterations, cv, kmeans_restarts)
+    memories_r = kmeans_submemories(feat_r, lab_r, n_memories, seed, kmeans_iterations, cr, kmeans_restarts)
     cost = memory_match_cost(memories_v, memories_r, cost_sum_over, block_size)
     pairs, rounds = assign_clusters(cost, assignment)
     partner = np.full(cv, -1, dtype=np.int64)

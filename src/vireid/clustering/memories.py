@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cluster_centroids", "kmeans_submemories"]
+__all__ = ["cluster_means", "cluster_centroids", "kmeans_submemories"]
 
 # Padded values (rows × D) held at once by one K-means group: bounds peak memory.
 _GROUP_ELEMENTS = 1 << 22
@@ -32,12 +32,26 @@ def _num_clusters(labels: torch.Tensor, num_clusters: int | None) -> int:
     return int(labels.max()) + 1 if labels.numel() and bool((labels >= 0).any()) else 0
 
 
+def cluster_means(features: torch.Tensor, labels: np.ndarray | torch.Tensor,
+                  num_clusters: int | None = None) -> torch.Tensor:
+    """Mean feature of every cluster, (C, D), not normalised; a cluster without samples gets zeros.
+
+    features (N, D), labels (N,) with -1 = outlier (ignored); C = `num_clusters` or max label + 1.
+    """
+    lab = _labels_on(labels, features.device)
+    count = _num_clusters(lab, num_clusters)
+    valid = lab >= 0
+    sums = features.new_zeros(count, features.shape[1])
+    sums.index_add_(0, lab[valid], features[valid])
+    sizes = torch.bincount(lab[valid], minlength=count).to(features.dtype)
+    return sums / sizes.clamp_min(1)[:, None]
+
+
 def cluster_centroids(features: torch.Tensor, labels: np.ndarray | torch.Tensor,
                       num_clusters: int | None = None) -> torch.Tensor:
-    """L2-normalised mean feature of every cluster: the ClusterNCE memory.
+    """L2-normalised mean feature of every cluster: the ClusterNCE memory, (C, D).
 
-    features (N, D), labels (N,) with -1 = outlier (ignored) → (C, D), C = `num_clusters` or
-    max label + 1. A cluster without samples gets a zero row.
+    A cluster without samples gets a zero row (see `cluster_means`).
     """
     lab = _labels_on(labels, features.device)
     count = _num_clusters(lab, num_clusters)
@@ -49,7 +63,7 @@ def cluster_centroids(features: torch.Tensor, labels: np.ndarray | torch.Tensor,
 
 def kmeans_submemories(features: torch.Tensor, labels: np.ndarray | torch.Tensor, n: int = 4,
                        seed: int = 0, iterations: int = 50,
-                       num_clusters: int | None = None) -> torch.Tensor:
+                       num_clusters: int | None = None, restarts: int = 1) -> torch.Tensor:
     """n K-means centres per cluster, the multi-memories K(p) of MMLM (docs/method.md §6.2).
 
     features (N, D) (normalised, as produced by extraction), labels (N,) with -1 ignored
@@ -58,10 +72,14 @@ def kmeans_submemories(features: torch.Tensor, labels: np.ndarray | torch.Tensor
     `iterations` updates; a centre that loses all its samples keeps its position. A cluster
     with fewer than n samples takes its samples (in input order) padded with its mean; an
     empty cluster gets zeros. As in the reference, K-means runs on the normalised features
-    and the centres (means) are *not* re-normalised. Deterministic for a given seed and device.
+    and the centres (means) are *not* re-normalised. With `restarts` > 1 each cluster runs that
+    many seedings and keeps the one of lowest inertia (the released code's scikit-learn K-means
+    uses 10). Deterministic for a given seed and device.
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
     device = features.device
     lab = _labels_on(labels, device)
     count = _num_clusters(lab, num_clusters)
@@ -85,7 +103,7 @@ def kmeans_submemories(features: torch.Tensor, labels: np.ndarray | torch.Tensor
     for ids_np, width in _size_groups(sizes_np, n, dim):
         ids = torch.as_tensor(ids_np, device=device)
         points, mask = _gather_padded(features, order, starts[ids], sizes[ids], width)
-        out[ids] = _kmeans_padded(points, mask, n, generator, iterations)
+        out[ids] = _kmeans_padded(points, mask, n, generator, iterations, restarts)
     return out
 
 
@@ -121,34 +139,54 @@ def _gather_padded(features: torch.Tensor, order: torch.Tensor, starts: torch.Te
     return points, mask
 
 
-def _kmeans_padded(points: torch.Tensor, mask: torch.Tensor, n: int,
-                   generator: torch.Generator, iterations: int) -> torch.Tensor:
+def _kmeans_padded(points: torch.Tensor, mask: torch.Tensor, n: int, generator: torch.Generator,
+                   iterations: int, restarts: int = 1) -> torch.Tensor:
     """k-means++ and Lloyd on B padded clusters at once; (B, S, D), (B, S) → centres (B, n, D).
 
     Centres are kept as weights over the cluster's samples, A (B, n, S), centre = A·X, so
     distances come from the Gram matrix G = X Xᵀ: ‖x_i − c_k‖² = G_ii − 2(G Aᵀ)_ik + (A G Aᵀ)_kk.
+    Restarts are more rows of the same batch (restart r of cluster j at row r·B + j); the one of
+    lowest inertia wins (ties: the first).
     """
+    batch = points.shape[0]
     gram = points @ points.transpose(1, 2)  # (B, S, S)
+    if restarts > 1:
+        gram, mask = gram.repeat(restarts, 1, 1), mask.repeat(restarts, 1)
+    weights, inertia = _lloyd(gram, mask, n, generator, iterations)
+    if restarts > 1:
+        best = inertia.view(restarts, batch).argmin(0)  # (B,)
+        weights = weights.view(restarts, batch, n, -1)[best, torch.arange(batch, device=points.device)]
+    return weights @ points
+
+
+def _lloyd(gram: torch.Tensor, mask: torch.Tensor, n: int, generator: torch.Generator,
+           iterations: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k-means++ seeds then Lloyd iterations on Gram matrices (B, S, S): the centre weights (B, n, S)
+    and each cluster's inertia (B,), the summed squared distance of its samples to their centres."""
     sq = gram.diagonal(dim1=1, dim2=2)  # (B, S)
-    maskf = mask.to(points.dtype)
+    maskf = mask.to(gram.dtype)
     chosen = _kmeanspp_seeds(gram, sq, maskf, n, generator)  # (B, n)
-    weights = torch.zeros(points.shape[0], n, points.shape[1], dtype=points.dtype, device=points.device)
+    weights = torch.zeros(gram.shape[0], n, gram.shape[1], dtype=gram.dtype, device=gram.device)
     weights.scatter_(2, chosen[..., None], 1.0)
     previous = None
-    codes = torch.arange(n, device=points.device)
+    codes = torch.arange(n, device=gram.device)
+
+    def distances(w: torch.Tensor) -> torch.Tensor:  # (B, S, n) squared distances to the centres
+        cross = gram @ w.transpose(1, 2)  # (B, S, n): x_i · c_k
+        centre_sq = (w * cross.transpose(1, 2)).sum(2)  # (B, n): ‖c_k‖²
+        return sq[..., None] - 2.0 * cross + centre_sq[:, None, :]
+
     for _ in range(iterations):
-        cross = gram @ weights.transpose(1, 2)  # (B, S, n): x_i · c_k
-        centre_sq = (weights * cross.transpose(1, 2)).sum(2)  # (B, n): ‖c_k‖²
-        dist = sq[..., None] - 2.0 * cross + centre_sq[:, None, :]
-        assign = torch.where(mask, dist.argmin(2), -1)
+        assign = torch.where(mask, distances(weights).argmin(2), -1)
         if previous is not None and torch.equal(assign, previous):
             break
         previous = assign
-        onehot = (assign[..., None] == codes).to(points.dtype)  # (B, S, n); padding matches no code
+        onehot = (assign[..., None] == codes).to(gram.dtype)  # (B, S, n); padding matches no code
         counts = onehot.sum(1)  # (B, n)
         updated = onehot.transpose(1, 2) / counts.clamp_min(1.0)[..., None]
         weights = torch.where(counts[..., None] > 0, updated, weights)
-    return weights @ points
+    inertia = (distances(weights).min(2).values.clamp_min(0.0) * maskf).sum(1)
+    return weights, inertia
 
 
 def _kmeanspp_seeds(gram: torch.Tensor, sq: torch.Tensor, maskf: torch.Tensor, n: int,

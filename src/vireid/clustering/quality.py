@@ -50,10 +50,25 @@ def majority_agreement(labels_a: np.ndarray, truth_a: np.ndarray, labels_b: np.n
     return float(np.mean((pa == pb) & (pa != EMPTY)))
 
 
-def shared_label_ari(labels_v: np.ndarray, labels_r: np.ndarray, truth_v: np.ndarray, truth_r: np.ndarray) -> float:
-    """ARI of a label space shared by both modalities against the true identities (non-outliers);
-    0.0 when every sample is an outlier."""
-    labels = np.r_[labels_v, labels_r]
-    truth = np.r_[truth_v, truth_r]
+def chance_agreement(labels_a: np.ndarray, truth_a: np.ndarray, labels_b: np.ndarray, truth_b: np.ndarray) -> float:
+    """The pair precision a matching reaches by chance: the expected `majority_agreement` when each
+    cluster of a is paired with a uniformly drawn cluster of b (NaN without clusters)."""
+    num_a, num_b = int(labels_a.max(initial=-1)) + 1, int(labels_b.max(initial=-1)) + 1
+    if num_a == 0 or num_b == 0:
+        return float("nan")
+    major_a, major_b = cluster_majority(labels_a, truth_a, num_a), cluster_majority(labels_b, truth_b, num_b)
+    ids, counts = np.unique(major_b[major_b != EMPTY], return_counts=True)
+    at = np.minimum(np.searchsorted(ids, major_a), max(len(ids) - 1, 0))
+    same = np.where((len(ids) > 0) & (ids[at] == major_a) & (major_a != EMPTY), counts[at] if len(ids) else 0, 0)
+    return float(np.mean(same / num_b))
+
+
+def label_ari(labels: np.ndarray, truth: np.ndarray) -> float:
+    """ARI of pseudo-labels against the true identities over the non-outliers; 0.0 without any."""
     keep = labels >= 0
     return float(adjusted_rand_score(truth[keep], labels[keep])) if keep.any() else 0.0
+
+
+def shared_label_ari(labels_v: np.ndarray, labels_r: np.ndarray, truth_v: np.ndarray, truth_r: np.ndarray) -> float:
+    """ARI of a label space shared by both modalities against the true identities (non-outliers)."""
+    return label_ari(np.r_[labels_v, labels_r], np.r_[truth_v, truth_r])

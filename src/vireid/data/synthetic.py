@@ -63,14 +63,34 @@ def _sysu_cameras(seed: int, pid: int) -> list[str]:
     return sorted(cams)
 
 
-def _sysu_plan(root: Path, ids: int, per_camera: int, seed: int, test_fraction: float) -> list[Job]:
-    """Write the exp/ id lists and return the images of a SYSU-MM01-style root."""
+def _sysu_split(ids: int, seed: int, test_fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (train, val, test) pids of a SYSU-MM01-style root, each sorted."""
     pids = np.arange(1, ids + 1)
     order = np.random.default_rng([seed, _TAG_SPLIT, 0]).permutation(pids)
     n_test = _split_counts(ids, test_fraction)
     test, rest = np.sort(order[:n_test]), order[n_test:]
     n_val = max(1, len(rest) // 8) if len(rest) >= 2 else 0
-    val, train = np.sort(rest[:n_val]), np.sort(rest[n_val:])
+    return np.sort(rest[n_val:]), np.sort(rest[:n_val]), test
+
+
+def sysu_camera_pairs(ids: int, seed: int = 0, test_fraction: float = 0.5) -> dict[str, tuple[int, int]]:
+    """How many (person, visible camera) and (person, infrared camera) pairs the training ids
+    (train ∪ val, as the reader trains on) and the test ids of `generate_synthetic(layout="sysu")`
+    get; each pair holds `images_per_camera` images. Draws nothing: for choosing parameters that
+    match a real dataset's size."""
+    train, val, test = _sysu_split(ids, seed, test_fraction)
+    out = {}
+    for name, pids in (("train", np.r_[train, val]), ("test", test)):
+        cams = [c for pid in pids for c in _sysu_cameras(seed, int(pid))]
+        visible = sum(c in SYSU_VISIBLE_CAMERAS for c in cams)
+        out[name] = (visible, len(cams) - visible)
+    return out
+
+
+def _sysu_plan(root: Path, ids: int, per_camera: int, seed: int, test_fraction: float) -> list[Job]:
+    """Write the exp/ id lists and return the images of a SYSU-MM01-style root."""
+    pids = np.arange(1, ids + 1)
+    train, val, test = _sysu_split(ids, seed, test_fraction)
     (root / "exp").mkdir(parents=True, exist_ok=True)
     for name, part in (("train", train), ("val", val), ("test", test)):
         (root / "exp" / f"{name}_id.txt").write_text(",".join(str(int(p)) for p in part) + "\n")

@@ -25,13 +25,15 @@ from vireid.engine.evaluate import sample_embedder
 from vireid.engine.features import cluster_train_set
 from vireid.engine.hooks import Hook
 from vireid.engine.pipeline import RunResult, train
-from vireid.engine.run import check_reuse
+from vireid.engine.reuse import check_reuse
 from vireid.engine.start_weights import resolve_start_weights
 from vireid.engine.trainset import TrainSet, build_train_set
 from vireid.evaluation import format_table, run_protocols
 from vireid.fileio import check_writable_folder, write_json
 from vireid.demo.pictures import ranked_list_picture, tsne_picture
 from vireid.models.factory import create_model
+from vireid.viz.report import write_report
+from vireid.viz.runs import dataset_chance_rank1
 
 # The demo's synthetic target set (generator seed 0; the pre-training source uses another seed).
 DEMO_DATA = dict(layout="sysu", ids=80, images_per_camera=6, height=64, width=32, seed=0)
@@ -132,8 +134,10 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
         except Exception as err:  # noqa: BLE001 - a picture never fails the demo
             print(f"demo plots skipped: {type(err).__name__}: {err}", file=sys.stderr)
     summary = stage_summary(start_results, result, hook.quality)
+    summary["chance_rank1"] = dataset_chance_rank1(dataset)
     summary["seconds"] = time.time() - t0
     write_json(result.run_dir / "demo_summary.json", summary)
+    report = write_report([result.run_dir], result.run_dir / "report.html", title="vireid demo")
     test_ids = len(dataset.test_ids)
     print("start weights (before training):")
     print(format_table({"all-single": start_results["all-single"]}))
@@ -142,6 +146,7 @@ def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> 
     print(f"chance level: Rank-1 ≈ {100.0 / test_ids:.1f}% ({test_ids} test identities)")
     print(summary_lines(summary))
     print(f"run folder: {cfg.output} (config.yaml, log.txt, metrics.jsonl, demo_summary.json, checkpoints/, plots/)")
+    print(f"report: {report} (open it in a browser)")
     return result
 
 
@@ -156,6 +161,16 @@ def summary_lines(summary: dict) -> str:
         lines.append(f"{stage:<8}{100 * s['rank1']:8.2f}{100 * s['mAP']:7.2f} {fmt('ari_visible')} {fmt('ari_infrared')}"
                      f" {fmt('ari_mixed')}")
     if "mmlm" in summary:
-        m = summary["mmlm"]
-        lines.append("mmlm: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items()))
+        lines.append(mmlm_line(summary["mmlm"]))
     return "\n".join(lines)
+
+
+def mmlm_line(m: dict) -> str:
+    """MMLM in one line: how many pairs, how many right against the chance level, transferred ARI."""
+    if "pair_precision" not in m:
+        return "mmlm: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in m.items())
+    chance = m.get("pair_precision_chance")
+    return (f"mmlm: {m.get('pairs', '?')} pairs of {m.get('clusters_visible', '?')} visible and "
+            f"{m.get('clusters_infrared', '?')} infrared clusters; pair precision {m['pair_precision']:.3f}"
+            + (f" (chance {chance:.3f})" if chance is not None else "")
+            + (f", transferred-label ARI {m['ari_transferred']:.3f}" if "ari_transferred" in m else ""))

@@ -159,7 +159,8 @@ def pretrain_on_source(cfg: Config, images: np.ndarray, labels: np.ndarray, reci
              "thermal": TrainTransform(tf.visible.geometry, tf.visible.erasing, RandomThermalPalette())}
     views = [known[v] for v in recipe.views.split("+")]
     step = 0
-    for epoch in progress_bar(range(recipe.epochs), desc="pre-training on the synthetic source (once)", enabled=progress, leave=True):
+    for epoch in progress_bar(range(recipe.epochs), desc="pre-training on the synthetic source (once)",
+                              enabled=progress, leave=True):
         for rows in pk_batches(labels, recipe.ids_per_batch, recipe.per_id, rng):
             x = make_batch(images, rows, views[step % len(views)])
             y = torch.from_numpy(labels[rows])

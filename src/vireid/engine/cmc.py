@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vireid.clustering.memories import cluster_centroids
+from vireid.clustering.memories import cluster_centroids, cluster_means
 from vireid.clustering.quality import modality_presence
 from vireid.config import ClusterConfig, CMCConfig
 from vireid.data.samplers import ClusterSampler, EndlessBatches
@@ -27,6 +27,7 @@ from vireid.engine.hooks import EpochEnd
 from vireid.engine.trainset import TrainSet, training_loader
 from vireid.errors import NoClustersError
 from vireid.losses import ClusterMemory
+from vireid.models.factory import unwrap_model
 from vireid.progress import progress
 
 
@@ -52,18 +53,24 @@ class ContrastTarget:
 
 def cmc_optimizer(model: nn.Module, cmc: CMCConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     """Adam with step decay; a new one per phase."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in unwrap_model(model).parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cmc.lr, weight_decay=cmc.weight_decay, fused=True)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cmc.step_size, gamma=cmc.gamma)
     return opt, sched
 
 
 def mixed_memory_centroids(feat_v: torch.Tensor, feat_r: torch.Tensor, labels_m_v: np.ndarray,
-                           labels_m_r: np.ndarray, num_clusters: int) -> torch.Tensor:
+                           labels_m_r: np.ndarray, num_clusters: int, form: str = "paper") -> torch.Tensor:
     """(C, D) mixed-memory entries: ½(visible centroid + infrared centroid), or the one present,
-    L2-normalised (the memory compares normalised features by cosine)."""
-    cv = cluster_centroids(feat_v, labels_m_v, num_clusters)
-    cr = cluster_centroids(feat_r, labels_m_r, num_clusters)
+    L2-normalised (the memory compares normalised features by cosine).
+
+    form "paper": the per-modality centroids are the normalised memories' entries; "reference" (the
+    released code): the raw per-modality means, normalised only after averaging, so the modality
+    whose clustering features are longer weighs more.
+    """
+    centre = cluster_centroids if form == "paper" else cluster_means
+    cv = centre(feat_v, labels_m_v, num_clusters)
+    cr = centre(feat_r, labels_m_r, num_clusters)
     has_v, has_r = (torch.from_numpy(h).float() for h in modality_presence(labels_m_v, labels_m_r, num_clusters))
     present = (has_v + has_r).clamp(min=1)
     mixed = (has_v / present)[:, None] * cv + (has_r / present)[:, None] * cr
@@ -85,6 +92,7 @@ class CMCTrainer:
     def __init__(self, model: nn.Module, train: TrainSet, cmc: CMCConfig, cluster: ClusterConfig,
                  ctx: RunContext) -> None:
         self.model, self.train, self.cmc, self.cluster, self.ctx = model, train, cmc, cluster, ctx
+        self.scaler = ctx.grad_scaler()
 
     def memory(self, centroids: torch.Tensor) -> ClusterMemory:
         return ClusterMemory.from_centroids(centroids, temperature=self.cmc.temperature,
@@ -111,8 +119,9 @@ class CMCTrainer:
         feats = out.bn.float()
         loss = target.memory_v(feats[:n_vis], y_v) + target.memory_r(feats[n_vis:], y_r)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
         with torch.no_grad():
             normed = F.normalize(feats.detach(), dim=1)
             target.memory_v.update(gather_batch(normed[:n_vis]), gather_batch(y_v))
@@ -124,8 +133,8 @@ class CMCTrainer:
         mv, mr = cross_modal_only(clustering.labels_m_v, clustering.labels_m_r, clustering.num_m)
         if not ((mv >= 0).any() and (mr >= 0).any()):
             return None
-        mem = self.memory(mixed_memory_centroids(clustering.features_v, clustering.features_r, clustering.labels_m_v, clustering.labels_m_r,
-                                                 clustering.num_m))
+        mem = self.memory(mixed_memory_centroids(clustering.features_v, clustering.features_r, clustering.labels_m_v,
+                                                 clustering.labels_m_r, clustering.num_m, self.cmc.mixed_memory))
         return ContrastTarget(mv, mr, mem, mem)
 
     def epoch(self, phase: int, epoch: int, global_epoch: int, optimizer: torch.optim.Optimizer

@@ -5,6 +5,7 @@ features (→ confidence-weighted class prototypes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import numpy as np
 import torch
@@ -12,14 +13,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from vireid.config import SCAConfig
-from vireid.data.transforms import ChannelExchange, normalize_images
+from vireid.data.records import INFRARED, VISIBLE
+from vireid.data.transforms import normalize_images
+from vireid.data.samplers import warmup_batches
 from vireid.engine.context import RunContext
+from vireid.engine.distributed import gather_batch, gather_rows, share
 from vireid.engine.mmlm import SharedLabels
-from vireid.engine.trainset import TrainSet
+from vireid.engine.trainset import TrainSet, training_loader
 from vireid.losses import class_prototypes, gmm_confidence, minmax_normalize
-
-VIEWS = ("visible", "exchange", "infrared")  # visible view 1, visible view 2 (channel exchange), infrared
-
+from vireid.models.factory import unwrap_model
 
 @dataclass
 class Confidence:
@@ -40,22 +42,115 @@ class Confidence:
 
 
 @torch.no_grad()
-def losses_and_features(model: nn.Module, images: np.ndarray, rows: np.ndarray, labels: np.ndarray, view: str,
-                        ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample CE (N,) and pre-BN features (N, D) of `rows`, unaugmented, in one of `VIEWS`."""
-    swap = ChannelExchange(gray=2)
+def losses_and_features(model: nn.Module, load: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray,
+                        labels: np.ndarray, modality: str, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample CE (N,) and pre-BN features (N, D) of `rows`; `load(index)` gives their model inputs."""
     ce, feats = [], []
-    bs = ctx.eval_batch_size
-    for start in range(0, len(rows), bs):
-        idx = rows[start:start + bs]
-        x = normalize_images(torch.from_numpy(np.ascontiguousarray(images[idx]))).to(ctx.device)
-        if view == "exchange":
-            x = torch.stack([swap(img) for img in x])
-        out = model(x, modality="infrared" if view == "infrared" else "visible", return_all=True)
+    for start in range(0, len(rows), ctx.eval_batch_size):
+        idx = rows[start:start + ctx.eval_batch_size]
+        with ctx.autocast():
+            out = model(load(idx), modality=modality, return_all=True)
         y = torch.from_numpy(labels[idx]).to(ctx.device)
         ce.append(F.cross_entropy(out.logits.float(), y, reduction="none").cpu())
         feats.append(out.pooled.float().cpu())
+    if not ce:
+        return torch.zeros(0), torch.zeros(0, unwrap_model(model).feature_dim)
     return torch.cat(ce), torch.cat(feats)
+
+
+def _loader(images: np.ndarray, device: torch.device, exchange: np.ndarray | None = None
+            ) -> Callable[[np.ndarray], torch.Tensor]:
+    """Rows of `images` as normalised model inputs; with `exchange` (a channel per image), channel
+    exchange as the visible view 2 does it: that channel copied to all three."""
+    def load(idx: np.ndarray) -> torch.Tensor:
+        x = normalize_images(torch.from_numpy(np.ascontiguousarray(images[idx]))).to(device)
+        if exchange is not None:
+            channel = torch.from_numpy(exchange[idx]).to(device)
+            x = x[torch.arange(len(idx), device=device), channel][:, None].expand(-1, 3, -1, -1)
+        return x.contiguous()
+
+    return load
+
+
+# Per-sample results of one pass: CE and pre-BN features of visible view 1, view 2 and infrared,
+# for the rows of each modality that hold a label.
+PassResult = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def clean_pass(model: nn.Module, train: TrainSet, shared: SharedLabels, ctx: RunContext, epoch: int) -> PassResult:
+    """The paper's pass: unaugmented single-modality batches, the model as it is (eval mode for the
+    paper). View 2's exchanged channel is drawn per image from the run's seed, so it does not depend
+    on how the rows are split. Under DDP each rank takes a contiguous share of the rows."""
+    channels = np.random.default_rng(ctx.seed_for("sca", epoch, "exchange")).integers(0, 3, len(train.visible))
+    views = ((_loader(train.visible.images, ctx.device), shared.labels_v, VISIBLE),
+             (_loader(train.visible.images, ctx.device, channels), shared.labels_v, VISIBLE),
+             (_loader(train.infrared.images, ctx.device), shared.labels_r, INFRARED))
+    out = []
+    for load, labels, modality in views:
+        rows = np.flatnonzero(labels >= 0)
+        start, stop = share(len(rows))
+        ce, feats = losses_and_features(model, load, rows[start:stop], labels, modality, ctx)
+        out += [gather_rows(ce, len(rows)), gather_rows(feats, len(rows))]
+    return tuple(out)
+
+
+@torch.no_grad()
+def mixed_pass(model: nn.Module, train: TrainSet, shared: SharedLabels, sca: SCAConfig, ctx: RunContext,
+               epoch: int) -> PassResult:
+    """The released code's pass: augmented mixed batches (visible view 1 + view 2 + infrared, as in
+    training) of `num_ids·num_instances` samples per modality, BN in train mode, so BatchNorm sees and
+    keeps the statistics of mixed batches, never of one modality. Every labelled sample of the larger
+    modality once, the smaller one cycled (its last visit counts). Under DDP every rank takes its share
+    of each batch and the results are gathered, so every rank holds them all."""
+    per = sca.num_ids * sca.num_instances
+    rng = np.random.default_rng(ctx.seed_for("sca", epoch, "confidence-order"))
+    batches = [(np.asarray(v), np.asarray(r)) for v, r in
+               warmup_batches(shared.labels_v, shared.labels_r, per, rng, ctx.rank, ctx.world_size)]
+    loader = training_loader(batches, train, ctx, seed=ctx.seed_for("sca", epoch, "confidence-augment", per_rank=True))
+    rows_v, rows_r, parts = [], [], []
+    for (idx_v, idx_r), views in zip(batches, loader):
+        x = torch.cat(views).to(ctx.device, non_blocking=True)
+        y = torch.from_numpy(np.r_[shared.labels_v[idx_v], shared.labels_v[idx_v], shared.labels_r[idx_r]])
+        with ctx.autocast():
+            out = model(x, modality="both", n_visible=2 * len(idx_v), return_all=True)
+        parts.append((F.cross_entropy(out.logits.float(), y.to(ctx.device), reduction="none").cpu(),
+                      out.pooled.float().cpu()))
+        rows_v.append(idx_v)
+        rows_r.append(idx_r)
+    ce = gather_batch(torch.cat([p[0] for p in parts]))
+    feats = gather_batch(torch.cat([p[1] for p in parts]))
+    idx_v = gather_batch(torch.from_numpy(np.concatenate(rows_v)))
+    idx_r = gather_batch(torch.from_numpy(np.concatenate(rows_r)))
+    views = _view_positions([len(b[0]) for b in batches] * ctx.world_size)
+    return _per_sample(ce, feats, (idx_v, idx_v, idx_r), views, shared)
+
+
+def _view_positions(sizes: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where view 1, view 2 and infrared results sit in batch results laid out [v1, v2, r] per batch
+    of `sizes` samples per modality, batches one after the other (over ranks: rank after rank)."""
+    ends = np.cumsum([3 * b for b in sizes])
+    starts = ends - 3 * np.array(sizes)
+    ranges = [[torch.arange(s + k * b, s + (k + 1) * b) for s, b in zip(starts, sizes)] for k in range(3)]
+    return tuple(torch.cat(r) if r else torch.zeros(0, dtype=torch.long) for r in ranges)
+
+
+def _per_sample(ce: torch.Tensor, feats: torch.Tensor, index: tuple, positions: tuple,
+                shared: SharedLabels) -> PassResult:
+    """Scatter batch results back to one value per labelled sample, in the order of
+    `np.flatnonzero(labels >= 0)`, for view 1, view 2 and infrared (`index`: their sample indices,
+    `positions`: where they sit in `ce`/`feats`)."""
+    labels_of = (shared.labels_v, shared.labels_v, shared.labels_r)
+    out = []
+    for positions, index, labels in zip(positions, index, labels_of):
+        rows = np.flatnonzero(labels >= 0)
+        where = np.searchsorted(rows, index.numpy())  # each result's place among `rows`
+        _, from_end = np.unique(where[::-1], return_index=True)  # a sample visited twice: its last visit
+        keep = torch.from_numpy(len(where) - 1 - from_end)
+        target = torch.from_numpy(where)[keep]
+        ce_full = torch.zeros(len(rows)).index_copy_(0, target, ce[positions][keep])
+        feats_full = torch.zeros(len(rows), feats.shape[1]).index_copy_(0, target, feats[positions][keep])
+        out += [ce_full, feats_full]
+    return tuple(out)
 
 
 def _scatter(n: int, rows: np.ndarray, values: np.ndarray) -> torch.Tensor:
@@ -64,17 +159,24 @@ def _scatter(n: int, rows: np.ndarray, values: np.ndarray) -> torch.Tensor:
 
 
 def compute_confidence(model: nn.Module, train: TrainSet, shared: SharedLabels, sca: SCAConfig, ctx: RunContext,
-                       seed: int) -> Confidence:
-    """GMM confidence per modality (visible views pooled) and confidence-weighted class prototypes."""
-    was_training = model.training
-    model.train(sca.confidence_bn == "train")
+                       epoch: int) -> Confidence:
+    """GMM confidence per modality (visible views pooled) and confidence-weighted class prototypes.
+
+    `sca.confidence_bn` chooses the pass: "eval" (paper) the clean pass with BN on its running
+    statistics; "train" (released code) the mixed, augmented pass with BN in train mode.
+    """
+    module = unwrap_model(model)  # collectives of the DDP wrapper are not needed: ranks shard by hand
+    was_training = module.training
+    module.train(sca.confidence_bn == "train")
+    if sca.confidence_bn == "train":
+        ce_v1, f_v1, ce_v2, f_v2, ce_r, f_r = mixed_pass(module, train, shared, sca, ctx, epoch)
+    else:
+        ce_v1, f_v1, ce_v2, f_v2, ce_r, f_r = clean_pass(module, train, shared, ctx, epoch)
+    module.train(was_training)
     rows_v = np.flatnonzero(shared.labels_v >= 0)
     rows_r = np.flatnonzero(shared.labels_r >= 0)
-    ce_v1, f_v1 = losses_and_features(model, train.visible.images, rows_v, shared.labels_v, "visible", ctx)
-    ce_v2, f_v2 = losses_and_features(model, train.visible.images, rows_v, shared.labels_v, "exchange", ctx)
-    ce_r, f_r = losses_and_features(model, train.infrared.images, rows_r, shared.labels_r, "infrared", ctx)
-    model.train(was_training)
-    gmm = dict(seed=seed, max_iter=sca.gmm_max_iter, tol=sca.gmm_tol, reg_covar=sca.gmm_reg_covar)
+    gmm = dict(seed=ctx.seed_for("sca", epoch, "gmm"), max_iter=sca.gmm_max_iter, tol=sca.gmm_tol,
+               reg_covar=sca.gmm_reg_covar)
     conf_v = gmm_confidence(np.r_[minmax_normalize(ce_v1.numpy()), minmax_normalize(ce_v2.numpy())], **gmm)
     conf_r = gmm_confidence(minmax_normalize(ce_r.numpy()), **gmm)
     w_v1 = _scatter(len(train.visible), rows_v, conf_v[: len(rows_v)])

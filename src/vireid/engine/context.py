@@ -16,8 +16,9 @@ import torch
 
 from vireid.config import Config, resolve_cache_dir
 from vireid.data.transforms import TrainTransforms, build_train_transforms, paper_pad
-from vireid.engine.device import autocast
+from vireid.engine.device import autocast, grad_scaler
 from vireid.engine.distributed import world
+from vireid.engine.extract import ExtractOptions
 from vireid.engine.run import RunFolder
 from vireid.engine.seeds import derive_seed
 
@@ -60,14 +61,18 @@ class RunContext:
         keys: tuple = (stage, epoch, stream) + ((self.rank,) if per_rank else ())
         return derive_seed(self.seed, *keys)
 
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """Loss scaling for float16 autocast; a pass-through otherwise (see engine/device.py)."""
+        return grad_scaler(self.device, self.amp)
+
     def autocast(self) -> ContextManager:
         """Mixed precision for a forward pass on this run's device (a no-op on CPU or with amp off)."""
         return autocast(self.device, self.amp)
 
-    def extract_options(self) -> dict[str, Any]:
-        """Keyword arguments of `extract_features` that follow from this context."""
-        return dict(batch_size=self.eval_batch_size, device=self.device, amp=self.amp,
-                    channels_last=self.channels_last)
+    def extract_options(self) -> ExtractOptions:
+        """The `extract_features` settings that follow from this context."""
+        return ExtractOptions(batch_size=self.eval_batch_size, device=self.device, amp=self.amp,
+                              channels_last=self.channels_last)
 
     def train_transforms(self) -> TrainTransforms:
         """The paper's three training views at this run's image size, padding scaled (built once)."""

@@ -61,6 +61,18 @@ def amp_enabled(device: torch.device | str, requested: bool = True) -> bool:
     return bool(requested) and torch.device(device).type == "cuda"
 
 
+def float16_autocast(device: torch.device | str, enabled: bool = True) -> bool:
+    """Whether autocast runs in float16 (a CUDA GPU without bfloat16: V100, T4), which needs loss scaling."""
+    return amp_enabled(device, enabled) and not torch.cuda.is_bf16_supported()
+
+
+def grad_scaler(device: torch.device | str, enabled: bool = True) -> torch.amp.GradScaler:
+    """A GradScaler that scales only under float16 autocast; elsewhere its calls are plain
+    backward/step (bfloat16 keeps float32's range and needs no scaling)."""
+    device = torch.device(device)
+    return torch.amp.GradScaler(device.type, enabled=float16_autocast(device, enabled))
+
+
 def autocast(device: torch.device | str, enabled: bool = True) -> ContextManager:
     """An autocast context for the device: bfloat16 on GPUs that support it, else float16; no-op on CPU."""
     device = torch.device(device)

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.distributed.nn.functional import all_gather as all_gather_with_grad
 
 
 def is_distributed() -> bool:
@@ -60,18 +61,33 @@ def share(n: int) -> tuple[int, int]:
     return min(rank * per, n), min((rank + 1) * per, n)
 
 
+def _backend_device() -> torch.device:
+    """Where the process group's collectives need their tensors (NCCL: this rank's GPU)."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def gather_rows(part: torch.Tensor, n: int) -> torch.Tensor:
-    """Concatenate every rank's rows (in rank order) into the full (n, D) tensor on every rank."""
+    """Concatenate every rank's `share(n)` rows (in rank order) into the full (n, ...) tensor, on the
+    CPU of every rank."""
     if not is_distributed():
         return part
     rank, size = world()
     per = (n + size - 1) // size
-    backend_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    padded = torch.zeros(per, part.shape[1], dtype=part.dtype, device=backend_device)
-    padded[: len(part)] = part.to(backend_device)
+    padded = torch.zeros(per, *part.shape[1:], dtype=part.dtype, device=_backend_device())
+    padded[: len(part)] = part.to(padded.device)
     chunks = [torch.empty_like(padded) for _ in range(size)]
     dist.all_gather(chunks, padded)
     return torch.cat(chunks)[:n].cpu()
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Every rank's (equal-sized) rows in rank order, with gradients flowing back to this rank's own
+    rows; identity without DDP. Losses over the whole global batch (triplet, MMD) use it: every rank
+    computes the same loss, and the backward's sum over ranks cancels DDP's gradient averaging, so the
+    parameters get the single-process gradient."""
+    if not is_distributed():
+        return t
+    return torch.cat(all_gather_with_grad(t.contiguous()))
 
 
 def broadcast_arrays(arrays: list[np.ndarray] | None, count: int) -> list[np.ndarray]:
@@ -91,6 +107,7 @@ def gather_batch(t: torch.Tensor) -> torch.Tensor:
     """
     if not is_distributed():
         return t
-    parts = [torch.empty_like(t) for _ in range(world()[1])]
-    dist.all_gather(parts, t.contiguous())
-    return torch.cat(parts)
+    local = t.contiguous().to(_backend_device())
+    parts = [torch.empty_like(local) for _ in range(world()[1])]
+    dist.all_gather(parts, local)
+    return torch.cat(parts).to(t.device)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -17,14 +18,14 @@ from vireid.data.registry import DatasetReader, open_dataset
 from vireid.engine.context import RunContext
 from vireid.engine.device import select_device
 from vireid.engine.distributed import is_distributed, is_main
-from vireid.engine.extract import extract_features
+from vireid.engine.extract import ExtractOptions, extract_features
 from vireid.errors import NonFiniteError
 from vireid.evaluation import format_table, run_protocols
 from vireid.fileio import check_writable_folder
 from vireid.models.factory import load_model, unwrap_model
 
 
-def sample_embedder(model: nn.Module, image_size: tuple[int, int], cache_dir: Path, options: dict[str, Any],
+def sample_embedder(model: nn.Module, image_size: tuple[int, int], cache_dir: Path, options: ExtractOptions,
                     key: str, source: str = "the model") -> Callable[[list[Sample]], torch.Tensor]:
     """A function mapping test samples to L2-normalised features, for the protocol runner.
 
@@ -35,7 +36,7 @@ def sample_embedder(model: nn.Module, image_size: tuple[int, int], cache_dir: Pa
     def embed(samples: list[Sample]) -> torch.Tensor:
         images = load_images(samples, image_size[0], image_size[1], cache_dir, key=key)
         infrared = np.array([s.modality == INFRARED for s in samples])
-        feats = extract_features(unwrap_model(model), images, infrared, desc="test features", **options)
+        feats = extract_features(unwrap_model(model), images, infrared, options, desc="test features")
         check_finite_features(feats, [s.path for s in samples], source)
         return feats
 
@@ -85,19 +86,21 @@ class Evaluator:
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str, root: str | Path, trial: int | None = None,
-                        trials: int | None = None, device: str = "auto", batch_size: int = 128) -> dict:
+                        trials: int | None = None, options: ExtractOptions | None = None) -> dict:
     """Every protocol of `dataset` for the checkpoint's model; same format as final_metrics.json.
 
     `trials` (gallery draws) and `trial` (RegDB split) default to the run's own settings, so the
-    numbers repeat the training log's.
+    numbers repeat the training log's. `options` gives the device (None: auto) and batch size;
+    precision and memory format follow the checkpoint's config.
     """
-    dev = select_device(device)
+    options = options or ExtractOptions()
+    dev = select_device(options.device if options.device is not None else "auto")
     model, cfg = load_model(checkpoint)
     model = model.to(dev)
     reader = open_dataset(dataset, root, trial=trial if trial is not None else cfg.data.trial)
     cache_dir = resolve_cache_dir(cfg)
     check_writable_folder(cache_dir, "the image cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
-    options = dict(batch_size=batch_size, device=dev, amp=cfg.model.amp, channels_last=cfg.model.channels_last)
+    options = replace(options, device=dev, amp=cfg.model.amp, channels_last=cfg.model.channels_last)
     embed = sample_embedder(model, (cfg.data.height, cfg.data.width), cache_dir, options,
                             key=f"{reader.name}-test", source=f"checkpoint {checkpoint}")
     return run_protocols(embed, reader, trials=trials if trials is not None else cfg.eval.trials)

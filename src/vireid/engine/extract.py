@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -35,28 +36,35 @@ def _model_device(model: nn.Module) -> torch.device:
     return param.device if param is not None else torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class ExtractOptions:
+    """How `extract_features` runs. `device` None = where the model is; AMP and channels_last apply
+    on CUDA only; with `flip_average` a row is ½(f(x) + f(flip x)), re-normalised when `renormalize`
+    (the reference keeps the shorter average, docs/method.md §5)."""
+
+    batch_size: int = 128
+    device: str | torch.device | None = None
+    flip_average: bool = False
+    renormalize: bool = True
+    amp: bool = True
+    channels_last: bool = True
+    progress: bool = True
+    desc: str = "extract"
+
+
 @torch.no_grad()
-def extract_features(
-    model: nn.Module,
-    images: np.ndarray,
-    infrared: np.ndarray,
-    *,
-    batch_size: int = 128,
-    device: str | torch.device | None = None,
-    flip_average: bool = False,
-    renormalize: bool = True,
-    amp: bool = True,
-    channels_last: bool = True,
-    progress: bool = True,
-    desc: str = "extract",
-) -> torch.Tensor:
+def extract_features(model: nn.Module, images: np.ndarray, infrared: np.ndarray,
+                     options: ExtractOptions | None = None, **changes: Any) -> torch.Tensor:
     """Features (N, D) float32 on CPU, row i = images[i], each image through its modality's stem.
 
-    `images` is uint8 (N, H, W, 3) (an image-cache memmap is fine), `infrared` bool (N,).
-    `device` defaults to where the model is. With `flip_average` a row is ½(f(x) + f(flip x)),
-    re-normalised when `renormalize` (the reference keeps the shorter average, docs/method.md §5).
-    AMP and channels_last apply on CUDA only. The model's train/eval mode is restored afterwards.
+    `images` is uint8 (N, H, W, 3) (an image-cache memmap is fine), `infrared` bool (N,). `options`
+    (default `ExtractOptions()`) with any of its fields replaced by `changes`, e.g. `batch_size=64`.
+    The model's train/eval mode is restored afterwards.
     """
+    o = replace(options or ExtractOptions(), **changes)
+    batch_size, flip_average, renormalize = o.batch_size, o.flip_average, o.renormalize
+    amp, channels_last, progress, desc = o.amp, o.channels_last, o.progress, o.desc
+    device = o.device
     infrared = np.asarray(infrared, dtype=bool)
     if len(images) != len(infrared):
         raise ValueError(f"{len(images)} images but {len(infrared)} modality flags")

@@ -28,8 +28,9 @@ def clustering_features(model: nn.Module, train: TrainSet, cluster_cfg: ClusterC
     for mset, infrared in ((train.visible, False), (train.infrared, True)):
         start, stop = share(len(mset))
         part = extract_features(unwrap_model(model), mset.images[start:stop], np.full(stop - start, infrared),
-                                flip_average=cluster_cfg.flip_average, renormalize=cluster_cfg.renormalize,
-                                desc=f"features {'infrared' if infrared else 'visible'}", **ctx.extract_options())
+                                ctx.extract_options(), flip_average=cluster_cfg.flip_average,
+                                renormalize=cluster_cfg.renormalize,
+                                desc=f"features {'infrared' if infrared else 'visible'}")
         out.append(gather_rows(part, len(mset)))
     return out[0], out[1]
 

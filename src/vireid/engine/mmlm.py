@@ -9,7 +9,8 @@ import numpy as np
 from torch import nn
 
 from vireid.clustering.matching import MatchResult, multi_memory_match
-from vireid.clustering.quality import shared_label_ari
+from vireid.clustering.oracle import identity_clusters, pairs_at_precision, transfer
+from vireid.clustering.quality import label_ari, majority_agreement, shared_label_ari
 from vireid.config import ClusterConfig, MMLMConfig
 from vireid.engine.context import RunContext
 from vireid.engine.distributed import broadcast_arrays, is_main
@@ -34,7 +35,8 @@ def match_round(clustering: ClusteringRound, mmlm: MMLMConfig, device, truth: tu
     `truth` = (visible pids, infrared pids) the summary adds the matching's reliability measures."""
     result = multi_memory_match(clustering.features_v.to(device), clustering.labels_v, clustering.features_r.to(device), clustering.labels_r,
                                 n_memories=mmlm.n_memories, seed=mmlm.seed, kmeans_iterations=mmlm.kmeans_iterations,
-                                assignment=mmlm.assignment, cost_sum_over=mmlm.cost_sum_over)
+                                kmeans_restarts=mmlm.kmeans_restarts, assignment=mmlm.assignment,
+                                cost_sum_over=mmlm.cost_sum_over)
     summary = {"pairs": int(len(result.pairs)), "clusters_visible": clustering.num_v, "clusters_infrared": clustering.num_r,
                "rounds": int(np.max(result.rounds)) if len(result.rounds) else 0}
     if truth is not None and truth[0] is not None:
@@ -79,3 +81,40 @@ def mixed_shared_labels(model: nn.Module, train: TrainSet, cluster: ClusterConfi
                "ari_all": shared_label_ari(labels_v, labels_r, train.visible.pids, train.infrared.pids)}
     ctx.run.log_metrics("mmlm", stage="mmlm", enabled=0, **summary)
     return SharedLabels(labels_v, labels_r, clustering.num_m, summary)
+
+
+def oracle_shared_labels(model: nn.Module, train: TrainSet, mmlm: MMLMConfig, cluster: ClusterConfig,
+                         ctx: RunContext) -> SharedLabels:
+    """Diagnosis only (`mmlm.oracle_precision` in [0, 1]): shared labels from the TRUE identities.
+
+    The per-modality clusters are the CMC model's (`mmlm.oracle_clusters: cmc`) or the identities
+    themselves (`identity`); every visible cluster is paired with an infrared cluster so that exactly
+    the requested share of pairs is right (clustering/oracle.py). It answers "what would SCA reach if
+    MMLM's pairs were this good", and needs the training identities, which training never uses.
+    """
+    truth_v, truth_r = train.visible.pids, train.infrared.pids
+    if mmlm.oracle_clusters == "identity":
+        labels_v, labels_r = identity_clusters(truth_v, truth_r)
+    else:
+        clustering = cluster_train_set(model, train, cluster, ctx, mixed=False)
+        labels_v, labels_r = clustering.labels_v.astype(np.int64), clustering.labels_r.astype(np.int64)
+        if clustering.num_v == 0 or clustering.num_r == 0:
+            raise NoClustersError(f"oracle labels: clustering found {clustering.num_v} visible and "
+                                  f"{clustering.num_r} infrared clusters")
+    rng = np.random.default_rng(ctx.seed_for("mmlm", 0, "oracle"))
+    pairs = pairs_at_precision(labels_v, truth_v, labels_r, truth_r, mmlm.oracle_precision, rng)
+    transferred = transfer(labels_v, pairs)
+    num_r = int(labels_r.max()) + 1
+    summary = {"oracle_precision": float(mmlm.oracle_precision), "oracle_clusters": mmlm.oracle_clusters,
+               "pairs": int(len(pairs)), "clusters_visible": int(labels_v.max()) + 1, "clusters_infrared": num_r,
+               "pair_precision": majority_agreement(labels_v, truth_v, labels_r, truth_r, pairs),
+               "ari_transferred": label_ari(transferred, truth_v),
+               "ari_all": shared_label_ari(transferred, labels_r, truth_v, truth_r)}
+    run = ctx.run
+    run.write_json("mmlm/summary.json", summary)
+    run.log_metrics("mmlm", stage="mmlm", **summary)
+    run.log("DIAGNOSTIC: the shared labels come from the true identities (mmlm.oracle_precision="
+            f"{mmlm.oracle_precision}, mmlm.oracle_clusters={mmlm.oracle_clusters}); this run measures what SCA "
+            "reaches with such labels, not unsupervised learning. " + ", ".join(
+                f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in summary.items()))
+    return SharedLabels(transferred, labels_r, num_r, summary)

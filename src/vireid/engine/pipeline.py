@@ -11,7 +11,6 @@ before is kept as `prev.pt`: a damaged `last.pt` costs one epoch, not the run.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.config import Config
+from vireid.config import Config, ModelConfig
 from vireid.data.registry import DatasetReader
 from vireid.data.samplers import IdentitySampler
 from vireid.engine import distributed
@@ -30,9 +29,10 @@ from vireid.engine.context import RunContext
 from vireid.engine.device import seed_everything, select_device, set_deterministic
 from vireid.engine.evaluate import Evaluator
 from vireid.engine.hooks import Checkpointer, Hook, MetricsLogger, PeriodicEvaluator
-from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage
-from vireid.engine.preflight import Plan, preflight
-from vireid.engine.run import RunFolder, holds_run
+from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage, oracle_shared_labels
+from vireid.engine.preflight import check_divisible_by_ranks, preflight, report_plan  # noqa: F401 - re-exported
+from vireid.engine.reuse import holds_run
+from vireid.engine.run import RunFolder
 from vireid.engine.sca import prepare_sca_model, sca_stage
 from vireid.engine.trainset import TrainSet, build_train_set
 from vireid.errors import NoClustersError, VireidError
@@ -87,17 +87,7 @@ class Pipeline:
                              stored_arch=self.resume["config"]["model"]["arch"])
 
     def _wrap(self, model: nn.Module) -> nn.Module:
-        """Move to the device; under torchrun, wrap in DDP (optionally with SyncBatchNorm)."""
-        device = self.ctx.device
-        model = model.to(device)
-        if self.cfg.model.channels_last and device.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        if not distributed.is_distributed():
-            return model
-        if self.cfg.model.sync_bn:
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [device.index] if device.type == "cuda" else None
-        return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return wrap_model(model, self.cfg.model, self.ctx.device)
 
     # -- stages ---------------------------------------------------------------------------------
     def run(self) -> nn.Module:
@@ -151,7 +141,9 @@ class Pipeline:
             if self._at("mmlm"):
                 restore_rng(self.resume)
             cfg = self.cfg
-            if "mmlm" in cfg.stages and cfg.mmlm.enabled:
+            if "mmlm" in cfg.stages and cfg.mmlm.oracle_precision >= 0:
+                shared = oracle_shared_labels(unwrap_model(model), self.train_set, cfg.mmlm, cfg.cluster, self.ctx)
+            elif "mmlm" in cfg.stages and cfg.mmlm.enabled:
                 shared = mmlm_stage(unwrap_model(model), self.train_set, cfg.mmlm, cfg.cluster, self.ctx)
             else:
                 shared = mixed_shared_labels(unwrap_model(model), self.train_set, cfg.cluster, self.ctx)
@@ -184,6 +176,24 @@ class Pipeline:
         self.ctx.after_stage(stage, model)
 
 
+def wrap_model(model: nn.Module, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
+    """Move to the device; under torchrun, wrap in DDP (on GPUs with SyncBatchNorm when
+    `model.sync_bn`; PyTorch's SyncBatchNorm has no CPU kernels, so gloo runs keep per-process BN); with
+    `model.compile`, compile the result in place: parameter names and checkpoints stay as they are
+    without it (no `_orig_mod.` wrapper), so optimiser groups and resume do not depend on the switch."""
+    model = model.to(device)
+    if model_cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if distributed.is_distributed():
+        if model_cfg.sync_bn and device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if model_cfg.compile:
+        model.compile()
+    return model
+
+
 def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:
     """Run the configured stages on the configured dataset (one process or one rank of torchrun).
 
@@ -193,14 +203,14 @@ def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunR
     """
     device = distributed.init_from_environment(select_device(cfg.device))
     set_deterministic(cfg.deterministic)
-    rank, _ = distributed.world()
-    plan = preflight(cfg, resume)
+    rank, world_size = distributed.world()
+    plan = preflight(cfg, resume, world_size)
     seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
     run = RunFolder(cfg.output, config=cfg, resume=resume, rank=rank)
     finished = False
     try:
         run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{plan.dataset.describe()}")
-        state = _resume_state(run, plan, resume)
+        state = report_plan(run, plan, resume)
         ctx = RunContext.from_config(cfg, run, device)
         train_set = build_train_set(plan.dataset, cfg.data.height, cfg.data.width, ctx.cache_dir)
         pipe = Pipeline(cfg, ctx, plan.dataset, train_set, state, hooks)
@@ -226,22 +236,6 @@ def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunR
     finally:
         run.close()
         distributed.shutdown(clean=finished)
-
-
-def _resume_state(run: RunFolder, plan: Plan, resume: bool) -> dict | None:
-    """The checkpoint preflight chose; damaged newer ones are reported and set aside as `*.damaged`."""
-    for path, problem in plan.damaged:
-        run.log(f"WARNING: {problem}; resuming from {Path(plan.state['path']).name} instead "
-                f"(the damaged file is kept as {path.name}.damaged)", level=logging.WARNING)
-        if distributed.is_main():
-            os.replace(path, path.with_name(path.name + ".damaged"))
-    if plan.state is not None:
-        run.log(f"resuming after {plan.state['stage']} epoch {plan.state['epoch'] + 1} "
-                f"({Path(plan.state['path']).name})")
-    elif resume:
-        run.log(f"WARNING: {run.path} holds no checkpoint yet; the run starts from the beginning",
-                level=logging.WARNING)
-    return plan.state
 
 
 def _plots(run: RunFolder, final: dict | None, model: nn.Module) -> None:

@@ -8,15 +8,19 @@ from and the start weights, in that order (cheapest first), and creates nothing.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vireid.config import Config, resolve_cache_dir, validate
 from vireid.data.registry import DatasetReader, open_dataset
 from vireid.engine.checkpoint import latest_readable_checkpoint
-from vireid.engine.run import check_reuse
+from vireid.engine.distributed import is_main
+from vireid.engine.reuse import check_reuse
+from vireid.engine.run import RunFolder
 from vireid.engine.start_weights import resolve_start_weights
-from vireid.errors import CheckpointError
+from vireid.errors import CheckpointError, ConfigError
 from vireid.fileio import check_writable_folder
 from vireid.models.factory import create_model
 
@@ -31,10 +35,11 @@ class Plan:
     damaged: list[tuple[Path, str]] = field(default_factory=list)
 
 
-def preflight(cfg: Config, resume: bool) -> Plan:
+def preflight(cfg: Config, resume: bool, world_size: int = 1) -> Plan:
     """Check the run's inputs and outputs; a VireidError names the first problem. Creates nothing
     (the start-weight providers of `model.pretrained`, e.g. the demo's, may fill their cache)."""
     validate(cfg)
+    check_divisible_by_ranks(cfg, world_size)
     output = Path(cfg.output)
     check_writable_folder(output, "--output (setting 'output')")
     continuing = check_reuse(output, cfg, resume)
@@ -64,3 +69,34 @@ def check_start_weights(cfg: Config) -> None:
     resolve_start_weights(cfg)
     if cfg.model.pretrained != "none":
         create_model(cfg.model)
+
+
+def check_divisible_by_ranks(cfg: Config, world_size: int) -> None:
+    """Each rank trains on an equal slice of every global batch: the batch sizes must divide by the
+    number of ranks, or identities would be dropped from every batch."""
+    if world_size <= 1:
+        return
+    wrong = [f"{key}={value}" for key, value, used in
+             (("cmc.batch_size", cfg.cmc.batch_size, "cmc" in cfg.stages),
+              ("sca.num_ids", cfg.sca.num_ids, "sca" in cfg.stages)) if used and value % world_size]
+    if wrong:
+        raise ConfigError(f"{' and '.join(wrong)} must be a multiple of the {world_size} processes torchrun "
+                          "started (each takes an equal slice of every batch); change the setting or the "
+                          "process count")
+
+
+def report_plan(run: RunFolder, plan: Plan, resume: bool) -> dict | None:
+    """Log where the run starts; damaged newer checkpoints are reported and set aside as `*.damaged`.
+    Returns the checkpoint to resume from (None: from the beginning)."""
+    for path, problem in plan.damaged:
+        run.log(f"WARNING: {problem}; resuming from {Path(plan.state['path']).name} instead "
+                f"(the damaged file is kept as {path.name}.damaged)", level=logging.WARNING)
+        if is_main():
+            os.replace(path, path.with_name(path.name + ".damaged"))
+    if plan.state is not None:
+        run.log(f"resuming after {plan.state['stage']} epoch {plan.state['epoch'] + 1} "
+                f"({Path(plan.state['path']).name})")
+    elif resume:
+        run.log(f"WARNING: {run.path} holds no checkpoint yet; the run starts from the beginning",
+                level=logging.WARNING)
+    return plan.state

@@ -19,110 +19,26 @@ import json
 import logging
 import math
 import numbers
-import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from vireid.config import Config, config_to_dict, save_config
-from vireid.errors import VireidError
+from vireid.config import Config, save_config
+from vireid.engine.reuse import RunFolderError, check_reuse, clear_unfinished  # noqa: F401 - RunFolderError is public
 from vireid.fileio import atomic_write, dumps_json, jsonable, write_json
 
 SUBFOLDERS = ("checkpoints", "plots", "pseudo_labels", "tb")
-# Settings that may change between a run and its resumption without making it a different run.
-RESUME_FREE_KEYS = ("device", "output", "data.root", "data.cache_dir", "data.workers", "data.eval_batch_size")
-
 logger = logging.getLogger("vireid")
-
-
-class RunFolderError(VireidError):
-    """The output folder holds another run, or its files cannot be written."""
-
-
-# What a run writes besides log.txt and config.yaml; cleared when a run that never saved a checkpoint
-# is started again in its folder, so its curves and files do not mix with the new attempt's.
-UNFINISHED_ARTEFACTS = ("metrics.jsonl", "final_metrics.json", "tb", "plots", "pseudo_labels", "mmlm")
-
-
-def holds_run(path: str | Path) -> bool:
-    """Whether a folder holds a run worth keeping: a checkpoint (a finished epoch) or final metrics."""
-    path = Path(path)
-    return (path / "final_metrics.json").is_file() or any((path / "checkpoints").glob("*.pt"))
-
-
-def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
-    """Whether `path` may hold this run, and whether there is a run to continue there (True) or the
-    run starts from scratch (False); RunFolderError otherwise. Reads only; creates nothing.
-
-    A missing or empty folder, or one whose run never saved a checkpoint, starts from scratch (with
-    `resume` only when it holds a vireid config.yaml, so a mistyped folder is not silently a new
-    run). A folder holding a run is continued only with `resume` and the same config (up to
-    RESUME_FREE_KEYS).
-    """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunFolderError(f"output {path} exists and is not a folder (setting 'output'); choose another --output")
-    has_config = (path / "config.yaml").is_file()
-    if not holds_run(path):
-        if resume and not has_config:
-            what = "does not exist" if not path.exists() else "holds no vireid run (no config.yaml, no checkpoint)"
-            raise RunFolderError(f"cannot resume: {path} {what}; check --output, or leave out --resume to start "
-                                 "a new run there")
-        if not resume and not has_config and path.exists() and any(path.iterdir()):
-            raise RunFolderError(f"output folder {path} holds other files, not a vireid run; choose another "
-                                 "--output or an empty folder")
-        return False
-    if not resume:
-        raise RunFolderError(
-            f"output folder {path} already holds a run; use --resume to continue it "
-            "or choose another --output"
-        )
-    if config is None or not has_config:
-        return True
-    try:
-        old = _flat(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {})
-    except (OSError, yaml.YAMLError) as err:
-        raise RunFolderError(f"cannot resume {path}: its config.yaml cannot be read ({err})") from None
-    new = _flat(config_to_dict(config))
-    changed = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k))
-    if changed:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
-        raise RunFolderError(
-            f"cannot resume {path}: its config.yaml describes a different run ({detail}); "
-            "resume with the same settings or choose another --output"
-        )
-    return True
-
-
-def _clear_unfinished(path: Path) -> None:
-    """Remove what an attempt that never saved a checkpoint wrote (log.txt keeps its story)."""
-    for name in UNFINISHED_ARTEFACTS:
-        target = path / name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target, ignore_errors=True)
-        elif target.exists() or target.is_symlink():
-            target.unlink(missing_ok=True)
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 class RunFolder:
     """One training/evaluation run's folder; `log`, `log_metrics`, `save_npz`, `write_json`.
 
-    A non-empty folder is only reused with ``resume=True``, and then only if its config.yaml
-    describes the same run (up to RESUME_FREE_KEYS). Use as a context manager or call `close()`.
+    A folder holding a run is only reused with ``resume=True`` and the same config; one whose run never
+    saved a checkpoint takes the new run (`vireid.engine.reuse`). Use as a context manager or call `close()`.
     """
 
     def __init__(
@@ -159,7 +75,7 @@ class RunFolder:
     def _check_reuse(self, config: Config | None, resume: bool) -> None:
         if check_reuse(self.path, config, resume) or not (self.path / "config.yaml").is_file():
             return
-        _clear_unfinished(self.path)  # an earlier attempt that saved no checkpoint: start it again
+        clear_unfinished(self.path)  # an earlier attempt that saved no checkpoint: start it again
 
     def _open_logging(self, console: bool) -> None:
         file_handler = logging.FileHandler(self.path / "log.txt", encoding="utf-8")

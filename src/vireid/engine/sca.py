@@ -19,6 +19,7 @@ from vireid.config import Config, SCAConfig
 from vireid.data.samplers import IdentitySampler, warmup_batches
 from vireid.engine.confidence import Confidence, compute_confidence
 from vireid.engine.context import RunContext
+from vireid.engine.distributed import gather_batch, gather_with_grad, is_distributed
 from vireid.engine.hooks import EpochEnd
 from vireid.engine.mmlm import SharedLabels
 from vireid.engine.trainset import TrainSet, training_loader
@@ -47,14 +48,13 @@ def sca_lr_factor(epoch: int, warmup: int = 10, milestones: tuple[int, ...] = (2
 
 
 def sca_optimizer(model: nn.Module, sca: SCAConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD (momentum, Nesterov) with the base lr on neck + classifier and ×backbone_lr_mult elsewhere."""
-    head, backbone = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (head if name.startswith(("bottleneck", "classifier")) else backbone).append(p)
-    opt = torch.optim.SGD([{"params": backbone, "lr": sca.lr * sca.backbone_lr_mult},
-                           {"params": head, "lr": sca.lr}],
+    """SGD (momentum, Nesterov) with the base lr on neck + classifier and ×backbone_lr_mult elsewhere.
+
+    The groups come from the unwrapped model (a DDP wrapper prefixes every name with "module.").
+    """
+    groups = unwrap_model(model).parameter_groups()
+    opt = torch.optim.SGD([{"params": groups["backbone"], "lr": sca.lr * sca.backbone_lr_mult},
+                           {"params": groups["head"], "lr": sca.lr}],
                           lr=sca.lr, momentum=sca.momentum, weight_decay=sca.weight_decay, nesterov=True)
     milestones = tuple(sca.lr_milestones)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda e: sca_lr_factor(e, sca.lr_warmup_epochs, milestones))
@@ -75,18 +75,34 @@ def sca_losses(out: ModelOutput, y_v: torch.Tensor, y_r: torch.Tensor, w: torch.
     terms = {"wce": weighted_cross_entropy(out.logits.float(), y, w)}
     if conf is None:  # warm-up: plain cross-entropy
         return terms
-    terms["triplet"] = batch_hard_triplet(f, y, margin=s.triplet_margin)
     f_v1, f_v2, f_r = f[:bv], f[bv:2 * bv], f[2 * bv:]
+    # triplet and MMD compare identities across the whole batch: under DDP, every rank's share
+    g_v1, g_v2, g_r, g_yv, g_yr = _global_batch(f_v1, f_v2, f_r, y_v, y_r)
+    terms["triplet"] = batch_hard_triplet(torch.cat([g_v1, g_v2, g_r]), torch.cat([g_yv, g_yv, g_yr]),
+                                          margin=s.triplet_margin)
     if s.intra and epoch >= s.intra_start:
         w_v1, w_v2, w_r = w[:bv], w[bv:2 * bv], w[2 * bv:]
         d = s.intra_distance
         visible = 0.5 * (intra_alignment_loss(f_v1, conf.proto_v1[y_v], w_v1, d)
                          + intra_alignment_loss(f_v2, conf.proto_v2[y_v], w_v2, d))
         infrared = intra_alignment_loss(f_r, conf.proto_r[y_r], w_r, d)
-        terms["intra"] = s.lambda_intra * (bv * visible + br * infrared) / (bv + br)
+        if s.intra_form == "reference":  # both modalities' sums over the visible count (released main.py)
+            terms["intra"] = s.lambda_intra * (visible + infrared * br / bv)
+        else:  # the mean over the batch's samples, a visible sample counting its two views once
+            terms["intra"] = s.lambda_intra * (bv * visible + br * infrared) / (bv + br)
     if s.inter and epoch >= s.inter_start:
-        terms["inter"] = s.lambda_inter * inter_modality_loss([f_v1, f_v2], y_v, f_r, y_r, form=s.inter_form)
+        terms["inter"] = s.lambda_inter * inter_modality_loss([g_v1, g_v2], g_yv, g_r, g_yr, form=s.inter_form)
     return terms
+
+
+def _global_batch(f_v1: torch.Tensor, f_v2: torch.Tensor, f_r: torch.Tensor, y_v: torch.Tensor, y_r: torch.Tensor
+                  ) -> tuple[torch.Tensor, ...]:
+    """The batch's three views and labels over all DDP ranks (gradients reach this rank's rows);
+    the batch itself in one process."""
+    if not is_distributed():
+        return f_v1, f_v2, f_r, y_v, y_r
+    return (gather_with_grad(f_v1), gather_with_grad(f_v2), gather_with_grad(f_r), gather_batch(y_v),
+            gather_batch(y_r))
 
 
 class SCATrainer:
@@ -95,6 +111,7 @@ class SCATrainer:
     def __init__(self, model: nn.Module, train: TrainSet, shared: SharedLabels, sca: SCAConfig,
                  ctx: RunContext) -> None:
         self.model, self.train, self.shared, self.sca, self.ctx = model, train, shared, sca, ctx
+        self.scaler = ctx.grad_scaler()
 
     def batches(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Warm-up: every sample once, in random order; later: P identities × K per modality."""
@@ -117,8 +134,7 @@ class SCATrainer:
         s = self.sca
         if epoch < s.warmup_epochs:
             return None
-        conf = compute_confidence(self.model, self.train, self.shared, s, self.ctx,
-                                  seed=self.ctx.seed_for("sca", epoch, "gmm"))
+        conf = compute_confidence(self.model, self.train, self.shared, s, self.ctx, epoch)
         if s.prototype_init == "zero" and epoch == s.warmup_epochs:
             conf = conf.with_zero_prototypes()
         return conf
@@ -142,10 +158,11 @@ class SCATrainer:
         if not torch.isfinite(loss):
             raise VireidError(f"SCA epoch {epoch + 1}: the loss became non-finite ("
                               + ", ".join(f"{k} {float(v):.3g}" for k, v in terms.items())
-                              + "); lower sca.lr or use sca.intra_distance=mse")
+                              + "); lower sca.lr, or use sca.intra_distance=l2sq_unit if it is l2sq")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
         return {**terms, "loss": loss}
 
     def epoch(self, epoch: int, optimizer: torch.optim.Optimizer) -> dict:

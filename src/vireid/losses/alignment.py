@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from vireid.errors import ConfigError
 
 __all__ = ["class_prototypes", "intra_alignment_loss", "INTRA_DISTANCES"]
 
-INTRA_DISTANCES = ("l2sq", "mse", "l1")
+INTRA_DISTANCES = ("l2sq_unit", "l2sq", "mse", "l1")
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
@@ -25,15 +26,19 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, weights: torc
 
 
 def intra_alignment_loss(features: torch.Tensor, prototypes: torch.Tensor, weights: torch.Tensor,
-                         distance: str = "l2sq") -> torch.Tensor:
+                         distance: str = "l2sq_unit") -> torch.Tensor:
     """(1/B) Σ_i w_i·dist(f_i, sg(p_i)) for features (B, D), per-sample prototypes (B, D), weights (B,).
 
-    distance "l2sq" (paper): squared Euclidean, summed over D; "mse": squared Euclidean averaged
-    over D (the paper's distance at the scale of the reference's); "l1" (reference): mean absolute
-    error over D. Prototypes are targets only: no gradient reaches them.
+    distance "l2sq_unit" (the paper profile's reading of ‖f − sg(P)‖²): squared Euclidean between
+    the L2-normalised feature and prototype, in [0, 4] whatever the features' scale; "l2sq": squared
+    Euclidean summed over D (the literal formula; on unnormalised 2048-d GeM vectors it reaches 1e5-1e8
+    and can diverge); "mse": the same averaged over D; "l1" (reference): mean absolute error over D.
+    Prototypes are targets only: no gradient reaches them.
     """
+    if distance == "l2sq_unit":
+        features, prototypes = F.normalize(features, dim=1), F.normalize(prototypes, dim=1)
     diff = features - prototypes.detach()
-    if distance == "l2sq":
+    if distance in ("l2sq", "l2sq_unit"):
         per_sample = (diff * diff).sum(1)
     elif distance == "mse":
         per_sample = (diff * diff).mean(1)

@@ -130,6 +130,15 @@ class TwoStreamAGW(nn.Module):
         nn.init.normal_(classifier.weight, 0.0, 0.001)
         self.classifier = classifier
 
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by role: "head" (BN neck and classifier, new in SCA and trained at the
+        base learning rate) and "backbone" (stems, trunk, non-local blocks, pooling)."""
+        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "head": []}
+        for name, param in self.named_parameters():
+            if param.requires_grad:
+                groups["head" if name.startswith(("bottleneck.", "classifier.")) else "backbone"].append(param)
+        return groups
+
     @property
     def num_classes(self) -> int:
         return 0 if self.classifier is None else self.classifier.out_features

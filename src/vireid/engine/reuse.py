@@ -1,0 +1,98 @@
+"""When a run folder may be (re)used: the rules `vireid train` applies before it writes anything.
+
+A folder whose run saved a checkpoint (a finished epoch) or final metrics holds a run: it is continued
+only with `--resume` and the same settings. A missing or empty folder, or one whose earlier attempt
+never saved a checkpoint, takes a new run, so a failed start never blocks the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vireid.config import Config, config_to_dict
+from vireid.errors import VireidError
+
+# Settings that may change between a run and its resumption without making it a different run.
+RESUME_FREE_KEYS = ("device", "output", "data.root", "data.cache_dir", "data.workers", "data.eval_batch_size",
+                    "model.compile")
+# What a run writes besides log.txt and config.yaml; cleared when a run that never saved a checkpoint
+# is started again in its folder, so its curves and files do not mix with the new attempt's.
+UNFINISHED_ARTEFACTS = ("metrics.jsonl", "final_metrics.json", "tb", "plots", "pseudo_labels", "mmlm")
+
+
+class RunFolderError(VireidError):
+    """The output folder holds another run, or its files cannot be written."""
+
+
+def holds_run(path: str | Path) -> bool:
+    """Whether a folder holds a run worth keeping: a checkpoint (a finished epoch) or final metrics."""
+    path = Path(path)
+    return (path / "final_metrics.json").is_file() or any((path / "checkpoints").glob("*.pt"))
+
+
+def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
+    """Whether `path` may hold this run, and whether there is a run to continue there (True) or the
+    run starts from scratch (False); RunFolderError otherwise. Reads only; creates nothing.
+
+    A missing or empty folder, or one whose run never saved a checkpoint, starts from scratch (with
+    `resume` only when it holds a vireid config.yaml, so a mistyped folder is not silently a new
+    run). A folder holding a run is continued only with `resume` and the same config (up to
+    RESUME_FREE_KEYS).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"output {path} exists and is not a folder (setting 'output'); choose another --output")
+    has_config = (path / "config.yaml").is_file()
+    if not holds_run(path):
+        if resume and not has_config:
+            what = "does not exist" if not path.exists() else "holds no vireid run (no config.yaml, no checkpoint)"
+            raise RunFolderError(f"cannot resume: {path} {what}; check --output, or leave out --resume to start "
+                                 "a new run there")
+        if not resume and not has_config and path.exists() and any(path.iterdir()):
+            raise RunFolderError(f"output folder {path} holds other files, not a vireid run; choose another "
+                                 "--output or an empty folder")
+        return False
+    if not resume:
+        raise RunFolderError(
+            f"output folder {path} already holds a run; use --resume to continue it "
+            "or choose another --output"
+        )
+    if config is None or not has_config:
+        return True
+    try:
+        old = _flat(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {})
+    except (OSError, yaml.YAMLError) as err:
+        raise RunFolderError(f"cannot resume {path}: its config.yaml cannot be read ({err})") from None
+    new = _flat(config_to_dict(config))
+    changed = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        raise RunFolderError(
+            f"cannot resume {path}: its config.yaml describes a different run ({detail}); "
+            "resume with the same settings or choose another --output"
+        )
+    return True
+
+
+def clear_unfinished(path: Path) -> None:
+    """Remove what an attempt that never saved a checkpoint wrote (log.txt keeps its story)."""
+    for name in UNFINISHED_ARTEFACTS:
+        target = path / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        elif target.exists() or target.is_symlink():
+            target.unlink(missing_ok=True)
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
