@@ -71,6 +71,10 @@ class ClusterConfig:
     k1: int = 30
     k2: int = 6
     eps: float = 0.6
+    # one clustering's own DBSCAN radius; 0 = `eps` (the paper uses one eps for all three clusterings)
+    eps_visible: float = 0.0
+    eps_infrared: float = 0.0
+    eps_mixed: float = 0.0
     min_samples: int = 4
     mixed_k1: int = 40  # k1 for the mixed visible+infrared set (CMC phase 2)
     mixed_k2: int = 32
@@ -400,6 +404,10 @@ def validate(cfg: Config) -> Config:
     if cfg.mmlm.oracle_precision != -1.0 and not 0.0 <= cfg.mmlm.oracle_precision <= 1.0:
         raise ConfigError(f"config key 'mmlm.oracle_precision': got {cfg.mmlm.oracle_precision!r}, expected -1 "
                           "(off) or a pair precision in [0, 1]")
+    for key in ("eps_visible", "eps_infrared", "eps_mixed"):
+        if getattr(cfg.cluster, key) < 0:
+            raise ConfigError(f"config key 'cluster.{key}': got {getattr(cfg.cluster, key)!r}, expected 0 (= cluster.eps) "
+                              "or a positive radius")
     if not 0.0 < cfg.cluster.eps:
         raise ConfigError(f"config key 'cluster.eps': got {cfg.cluster.eps!r}, expected > 0")
     if cfg.cmc.batch_size % cfg.cmc.num_instances:

@@ -82,9 +82,11 @@ def cluster_train_set(model: nn.Module, train: TrainSet, cluster_cfg: ClusterCon
     labels = None
     if is_main():
         truth_v, truth_r = train.visible.pids, train.infrared.pids
-        res_v = cluster(feat_v, *_fit_k(c.k1, c.k2, len(feat_v)), c.eps, c.min_samples, true_labels=truth_v,
+        res_v = cluster(feat_v, *_fit_k(c.k1, c.k2, len(feat_v)), c.eps_visible or c.eps, c.min_samples,
+                        true_labels=truth_v,
                         block_size=c.knn_block)
-        res_r = cluster(feat_r, *_fit_k(c.k1, c.k2, len(feat_r)), c.eps, c.min_samples, true_labels=truth_r,
+        res_r = cluster(feat_r, *_fit_k(c.k1, c.k2, len(feat_r)), c.eps_infrared or c.eps, c.min_samples,
+                        true_labels=truth_r,
                         block_size=c.knn_block)
         labels = [res_v.labels, res_r.labels]
         for name, res in (("visible", res_v), ("infrared", res_r)):
@@ -95,7 +97,7 @@ def cluster_train_set(model: nn.Module, train: TrainSet, cluster_cfg: ClusterCon
         if mixed:
             feats = torch.cat([feat_v, feat_r])
             modal = np.r_[np.zeros(len(feat_v), bool), np.ones(len(feat_r), bool)]
-            res_m = cluster(feats, *_fit_k(c.mixed_k1, c.mixed_k2, len(feats)), c.eps, c.min_samples,
+            res_m = cluster(feats, *_fit_k(c.mixed_k1, c.mixed_k2, len(feats)), c.eps_mixed or c.eps, c.min_samples,
                             modalities=modal, true_labels=np.r_[truth_v, truth_r], block_size=c.knn_block)
             lm_v, lm_r = res_m.labels[: len(feat_v)], res_m.labels[len(feat_v):]
             labels += [lm_v, lm_r]
