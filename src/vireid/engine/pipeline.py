@@ -116,7 +116,8 @@ class Pipeline:
         folder = (f"nothing was saved, so the same command with other settings reuses {run.path}"
                   if not holds_run(run.path) else
                   f"{run.path} keeps the checkpoints so far; start the new settings in another --output")
-        return (f"{err}; the run cannot go on. Try a larger cluster.eps (now {c.eps}) and/or a smaller "
+        radii = "".join(f", {k} {getattr(c, k)}" for k in ("eps_visible", "eps_infrared", "eps_mixed") if getattr(c, k))
+        return (f"{err}; the run cannot go on. Try a larger cluster.eps (now {c.eps}{radii}) and/or a smaller "
                 f"cluster.min_samples (now {c.min_samples}), or better start weights (model.pretrained); {folder}")
 
     def _cmc(self, model: nn.Module) -> None:
