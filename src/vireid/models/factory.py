@@ -109,9 +109,9 @@ def read_state_dict(path: Path, setting: str = "model.weights_path") -> dict[str
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not our file"
+        detail = str(exc).splitlines()[0].split(". ")[0] if str(exc) else "no detail"  # torch's first sentence
         raise CheckpointError(f"{setting}: {path} is not a weights file torch.save wrote, or it is truncated "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
-                              "download or copy it again") from None
+                              f"({type(exc).__name__}: {detail}); download or copy it again") from None
     for key in ("model", "state_dict"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
