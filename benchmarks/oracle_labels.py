@@ -1,7 +1,7 @@
 """Oracle-label experiment: what SCA reaches when a given share of its cross-modal pairs are right.
 
     python benchmarks/oracle_labels.py [--precisions 1 0.75 0.5 0.25] [--seeds 0 1 2] [--cmc-seeds 0]
-        [--curves cmc identity] [--work runs/oracle_labels] [--png docs/images/oracle_curve.png]
+        [--curves cmc identity] [--identity-precisions 1] [--work runs/oracle_labels] [--png docs/images/oracle_curve.png]
         [--json FILE] [--md FILE] [--preset demo] [--dataset NAME --data-root DIR] [KEY=VALUE ...]
 
 Per CMC seed, the CMC stage runs once (stages cmc,mmlm, so the run also records the pair precision
@@ -79,7 +79,8 @@ def jobs_of(cmc_seed: int, reached: float | None, args: argparse.Namespace, work
     folder = work / f"sca-cmc{cmc_seed}"
     for seed in args.seeds:
         for curve in args.curves:
-            targets: list[tuple[float | str, float]] = [(p, p) for p in args.precisions]
+            wanted = args.identity_precisions if curve == "identity" and args.identity_precisions else args.precisions
+            targets: list[tuple[float | str, float]] = [(p, p) for p in wanted]
             if curve == "cmc" and reached is not None:
                 targets.append((REACHED, reached))
             jobs += [Job(curve, requested, p, cmc_seed, seed, folder / f"{curve}-p{p:.3f}-seed{seed}")
@@ -241,6 +242,8 @@ def write_outputs(runs: list[dict], refs_in: tuple, info: dict, args: argparse.N
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precisions", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
+    parser.add_argument("--identity-precisions", type=float, nargs="+", default=None,
+                        help="precisions of the identity curve (default: --precisions); 1 alone = the supervised run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SCA seeds per point")
     parser.add_argument("--cmc-seeds", type=int, nargs="+", default=[0], help="one CMC run per seed")
     parser.add_argument("--curves", nargs="+", choices=("cmc", "identity"), default=["cmc", "identity"])
