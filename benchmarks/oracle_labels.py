@@ -1,7 +1,8 @@
 """Oracle-label experiment: what SCA reaches when a given share of its cross-modal pairs are right.
 
     python benchmarks/oracle_labels.py [--precisions 1 0.75 0.5 0.25] [--seeds 0 1 2] [--cmc-seeds 0]
-        [--curves cmc identity] [--identity-precisions 1] [--work runs/oracle_labels] [--png docs/images/oracle_curve.png]
+        [--curves cmc identity] [--identity-precisions 1] [--no-reached] [--no-mmlm]
+        [--variant-set KEY=VALUE ...] [--work runs/oracle_labels] [--png docs/images/oracle_curve.png]
         [--json FILE] [--md FILE] [--preset demo] [--dataset NAME --data-root DIR] [KEY=VALUE ...]
 
 Per CMC seed, the CMC stage runs once (stages cmc,mmlm, so the run also records the pair precision
@@ -30,6 +31,7 @@ unsupervised method).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -60,9 +62,10 @@ class Job:
     cmc_seed: int
     seed: int
     folder: Path
+    extra: tuple[str, ...] = ()  # --variant-set: overrides of the SCA runs only
 
     def overrides(self) -> list[str]:
-        stages = [f"seed={self.seed}", "stages=[cmc,mmlm,sca]"]
+        stages = [f"seed={self.seed}", "stages=[cmc,mmlm,sca]", *self.extra]
         if self.curve == "mmlm":
             return stages + ["mmlm.oracle_precision=-1"]
         return stages + [f"mmlm.oracle_precision={self.precision!r}", f"mmlm.oracle_clusters={self.curve}"]
@@ -77,16 +80,18 @@ def jobs_of(cmc_seed: int, reached: float | None, args: argparse.Namespace, work
     """Every run on one CMC model, SCA seed by SCA seed (a partial experiment already has whole curves)."""
     jobs = []
     folder = work / f"sca-cmc{cmc_seed}"
+    extra = tuple(args.variant_set)
+    tag = "".join(f"-{re.sub(r'[^A-Za-z0-9.]+', '_', o)}" for o in extra)  # variants with other settings apart
     for seed in args.seeds:
         for curve in args.curves:
             wanted = args.identity_precisions if curve == "identity" and args.identity_precisions else args.precisions
             targets: list[tuple[float | str, float]] = [(p, p) for p in wanted]
-            if curve == "cmc" and reached is not None:
+            if curve == "cmc" and reached is not None and args.reached:
                 targets.append((REACHED, reached))
-            jobs += [Job(curve, requested, p, cmc_seed, seed, folder / f"{curve}-p{p:.3f}-seed{seed}")
+            jobs += [Job(curve, requested, p, cmc_seed, seed, folder / f"{curve}-p{p:.3f}-seed{seed}{tag}", extra)
                      for requested, p in targets]
         if args.mmlm:
-            jobs.append(Job("mmlm", None, None, cmc_seed, seed, folder / f"mmlm-seed{seed}"))
+            jobs.append(Job("mmlm", None, None, cmc_seed, seed, folder / f"mmlm-seed{seed}{tag}", extra))
     return jobs
 
 
@@ -239,14 +244,18 @@ def write_outputs(runs: list[dict], refs_in: tuple, info: dict, args: argparse.N
     return table
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precisions", type=float, nargs="+", default=[1.0, 0.75, 0.5, 0.25])
     parser.add_argument("--identity-precisions", type=float, nargs="+", default=None,
                         help="precisions of the identity curve (default: --precisions); 1 alone = the supervised run")
+    parser.add_argument("--variant-set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="overrides of the SCA runs only (e.g. sca.lr=0.01): the CMC runs stay shared")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="SCA seeds per point")
     parser.add_argument("--cmc-seeds", type=int, nargs="+", default=[0], help="one CMC run per seed")
     parser.add_argument("--curves", nargs="+", choices=("cmc", "identity"), default=["cmc", "identity"])
+    parser.add_argument("--no-reached", dest="reached", action="store_false",
+                        help="leave out the oracle point at the precision MMLM reached")
     parser.add_argument("--no-mmlm", dest="mmlm", action="store_false", help="leave out MMLM's own pairs")
     parser.add_argument("--work", default="runs/oracle_labels", help="run folders (reused when finished)")
     parser.add_argument("--json", default=None, help="every run and point (default <work>/oracle_labels.json)")
@@ -254,6 +263,11 @@ def main() -> int:
     parser.add_argument("--md", default=None, help="also write the Markdown table here")
     parser.add_argument("--keep-checkpoints", action="store_true", help="keep every variant's cmc.pt and last.pt")
     add_setup_arguments(parser)
+    return parser
+
+
+def main() -> int:
+    parser = build_parser()
     args = parser.parse_args()
     bad = [p for p in args.precisions if not 0.0 <= p <= 1.0]
     if bad:

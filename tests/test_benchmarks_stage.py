@@ -200,3 +200,21 @@ def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
     stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}", "data.root=/moved"]))
     with pytest.raises(stage_runs.BenchmarkError, match="cmc.lr"):
         stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}", "cmc.lr=0.01"]))
+
+
+def test_oracle_job_plan_follows_the_options():
+    """--identity-precisions, --no-reached and --variant-set shape the plan without training anything:
+    the variant's settings reach every SCA run and keep its folders apart from the plain runs'."""
+    import oracle_labels
+
+    def plan(*argv: str) -> list:
+        args = oracle_labels.build_parser().parse_args(["--seeds", "0", *argv])
+        return oracle_labels.jobs_of(0, 0.2, args, Path("/w"))
+
+    plain = plan("--precisions", "1", "0.5", "--identity-precisions", "1")
+    assert [(j.curve, j.requested) for j in plain] == [("cmc", 1.0), ("cmc", 0.5), ("cmc", oracle_labels.REACHED),
+                                                       ("identity", 1.0), ("mmlm", None)]
+    variant = plan("--precisions", "1", "--curves", "cmc", "--no-reached", "--variant-set", "sca.lr=0.01")
+    assert [(j.curve, j.requested) for j in variant] == [("cmc", 1.0), ("mmlm", None)]
+    assert all("sca.lr=0.01" in j.overrides() for j in variant)
+    assert {j.folder for j in variant}.isdisjoint({j.folder for j in plain})
