@@ -17,12 +17,12 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import yaml
 
-from vireid.config import Config, config_to_dict, load_config, resolve_cache_dir, save_config
+from vireid.config import Config, config_to_dict, flatten_config, load_config, resolve_cache_dir, save_config
 from vireid.errors import VireidError
 from vireid.fileio import atomic_write, write_json
 
@@ -108,17 +108,10 @@ def finished(run: Path) -> bool:
     return (Path(run) / "final_metrics.json").is_file()
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return out
-
-
 def check_same_run(run: Path, cfg: Config) -> None:
     """A finished folder is reused only when its config.yaml describes `cfg`'s run."""
-    old = _flat(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
-    new = _flat(config_to_dict(cfg))
+    old = flatten_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
+    new = flatten_config(config_to_dict(cfg))
     changed = sorted(k for k in set(old) | set(new) if k not in FREE_KEYS and old.get(k) != new.get(k))
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])

@@ -481,6 +481,18 @@ def _resolve(explicit: Mapping[str, tuple[Any, str]]) -> Config:
     return validate(cfg)
 
 
+def flatten_config(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config mapping (a config.yaml, `config_to_dict`) -> {"section.key": value}, unvalidated:
+    the form in which two runs' settings are compared."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(flatten_config(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """Plain nested dict (YAML/JSON/checkpoint friendly)."""
     return dataclasses.asdict(cfg)

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from vireid.config import Config, config_to_dict
+from vireid.config import Config, config_to_dict, flatten_config
 from vireid.errors import VireidError
 
 # Settings that may change between a run and its resumption without making it a different run.
@@ -64,10 +63,10 @@ def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
     if config is None or not has_config:
         return True
     try:
-        old = _flat(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {})
+        old = flatten_config(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {})
     except (OSError, yaml.YAMLError) as err:
         raise RunFolderError(f"cannot resume {path}: its config.yaml cannot be read ({err})") from None
-    new = _flat(config_to_dict(config))
+    new = flatten_config(config_to_dict(config))
     changed = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k))
     if changed:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
@@ -86,13 +85,3 @@ def clear_unfinished(path: Path) -> None:
             shutil.rmtree(target, ignore_errors=True)
         elif target.exists() or target.is_symlink():
             target.unlink(missing_ok=True)
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out

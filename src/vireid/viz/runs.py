@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from vireid.config import flatten_config
 from vireid.errors import VireidError
 from vireid.viz.curves import latest_events, mmlm_event, read_events
 
@@ -51,17 +52,6 @@ class RunRecord:
     def headline(self) -> str:
         """The protocol a one-number comparison uses: the first one evaluated (SYSU: all-single)."""
         return next(iter(self.final), "")
-
-
-def flatten_config(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested config mapping -> {"section.key": value}."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(flatten_config(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _load(path: Path, parse, what: str) -> Any:
