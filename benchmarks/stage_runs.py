@@ -22,13 +22,11 @@ from typing import Sequence
 import numpy as np
 import yaml
 
-from vireid.config import Config, config_to_dict, flatten_config, load_config, resolve_cache_dir, save_config
+from vireid.config import Config, flatten_config, load_config, resolve_cache_dir, save_config
+from vireid.engine.reuse import changed_settings
 from vireid.errors import VireidError
 from vireid.fileio import atomic_write, write_json
 
-# Settings a reused run folder may differ in (where things are, not what is computed).
-FREE_KEYS = ("device", "output", "data.root", "data.cache_dir", "data.workers", "data.eval_batch_size",
-             "model.compile")
 # What a variant takes from the CMC run it resumes: everything but the checkpoints (copied apart),
 # the CMC run's own end products and the per-epoch label files.
 NOT_COPIED = ("checkpoints", "final_metrics.json", "plots", "tb", "mmlm", "pseudo_labels", "demo_summary.json")
@@ -111,10 +109,9 @@ def finished(run: Path) -> bool:
 def check_same_run(run: Path, cfg: Config) -> None:
     """A finished folder is reused only when its config.yaml describes `cfg`'s run."""
     old = flatten_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
-    new = flatten_config(config_to_dict(cfg))
-    changed = sorted(k for k in set(old) | set(new) if k not in FREE_KEYS and old.get(k) != new.get(k))
+    changed = changed_settings(old, cfg)  # the rules of `vireid train --resume`
     if changed:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:6])
         raise BenchmarkError(f"{run} holds a finished run with other settings ({detail}); delete it or "
                              "give another --work folder")
 

@@ -66,15 +66,22 @@ def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
         old = flatten_config(yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8")) or {})
     except (OSError, yaml.YAMLError) as err:
         raise RunFolderError(f"cannot resume {path}: its config.yaml cannot be read ({err})") from None
-    new = flatten_config(config_to_dict(config))
-    changed = sorted(k for k in set(old) | set(new) if k not in RESUME_FREE_KEYS and old.get(k) != new.get(k))
+    changed = changed_settings(old, config)
     if changed:
-        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:8])
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:8])
         raise RunFolderError(
             f"cannot resume {path}: its config.yaml describes a different run ({detail}); "
             "resume with the same settings or choose another --output"
         )
     return True
+
+
+def changed_settings(saved: dict, config: Config) -> dict[str, tuple]:
+    """{key: (saved value, new value)} for every setting outside RESUME_FREE_KEYS in which a run's
+    flattened config.yaml (`saved`) and `config` differ, sorted by key: what makes them two runs."""
+    new = flatten_config(config_to_dict(config))
+    keys = sorted(k for k in set(saved) | set(new) if k not in RESUME_FREE_KEYS and saved.get(k) != new.get(k))
+    return {k: (saved.get(k), new.get(k)) for k in keys}
 
 
 def clear_unfinished(path: Path) -> None:
