@@ -196,11 +196,11 @@ def markdown(rows: dict[int, dict], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_section(text: str, section: str) -> str:
+def replace_section(text: str, section: str, start: str = MARK_START, end: str = MARK_END) -> str:
     """`text` with what lies between the markers replaced by `section` (appended with markers if absent)."""
-    block = f"{MARK_START}\n{section}{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        return text[:text.index(MARK_START)] + block + text[text.index(MARK_END) + len(MARK_END):]
+    block = f"{start}\n{section}{end}"
+    if start in text and end in text:
+        return text[:text.index(start)] + block + text[text.index(end) + len(end):]
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
