@@ -156,6 +156,18 @@ def test_stage_summary_combines_start_stage_evaluations_quality_and_matching():
     assert set(demo.stage_summary(start, cmc_only, quality)) == {"start", "cmc"}
 
 
+def test_verdict_line_says_whether_mmm_beat_cmc_and_names_the_pair_precision_when_not():
+    mmlm = {"pair_precision": 0.2}
+    below = demo.verdict_line({"cmc": {"rank1": 0.25}, "sca": {"rank1": 0.206}, "mmlm": mmlm})
+    assert below.startswith("full MMM ended 4.4 Rank-1 points below CMC only: ")
+    assert "20% of its cross-modal pairs" in below
+    above = demo.verdict_line({"cmc": {"rank1": 0.25}, "sca": {"rank1": 0.27}, "mmlm": mmlm})
+    assert above == "full MMM ended 2.0 Rank-1 points above CMC only."
+    assert demo.verdict_line({"cmc": {"rank1": 0.25}}) is None  # a CMC-only run has nothing to compare
+    assert demo.verdict_line({"cmc": {"rank1": 0.25}, "sca": {"rank1": 0.2}}) == \
+        "full MMM ended 5.0 Rank-1 points below CMC only."
+
+
 def test_mmlm_line_puts_the_pair_precision_next_to_its_chance_level():
     line = demo.mmlm_line({"pairs": 52, "clusters_visible": 52, "clusters_infrared": 27, "pair_precision": 0.115,
                            "pair_precision_chance": 0.04, "ari_transferred": 0.54})
