@@ -202,6 +202,16 @@ def test_finished_run_is_reused_only_with_the_same_settings(tmp_path):
         stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}", "cmc.lr=0.01"]))
 
 
+def test_a_cmc_only_run_is_reused_whatever_the_settings_of_the_stages_it_does_not_run(tmp_path):
+    cmc_only = ["stages=[cmc]", f"output={tmp_path}"]
+    save_config(load_config("smoke", cmc_only), tmp_path / "config.yaml")
+    stage_runs.check_same_run(tmp_path, load_config("smoke", [*cmc_only, "sca.lr=0.01", "mmlm.n_memories=2"]))
+    with pytest.raises(stage_runs.BenchmarkError, match="cmc.lr"):
+        stage_runs.check_same_run(tmp_path, load_config("smoke", [*cmc_only, "cmc.lr=0.01"]))
+    with pytest.raises(stage_runs.BenchmarkError, match="stages"):  # a full run is another run
+        stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}", "sca.lr=0.01"]))
+
+
 def test_oracle_job_plan_follows_the_options():
     """--identity-precisions, --no-reached and --variant-set shape the plan without training anything:
     the variant's settings reach every SCA run and keep its folders apart from the plain runs'."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from vireid.config import Config, config_to_dict, flatten_config
+from vireid.config import STAGES, Config, config_to_dict, flatten_config
 from vireid.errors import VireidError
 
 # Settings that may change between a run and its resumption without making it a different run.
@@ -78,9 +78,13 @@ def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
 
 def changed_settings(saved: dict, config: Config) -> dict[str, tuple]:
     """{key: (saved value, new value)} for every setting outside RESUME_FREE_KEYS in which a run's
-    flattened config.yaml (`saved`) and `config` differ, sorted by key: what makes them two runs."""
+    flattened config.yaml (`saved`) and `config` differ, sorted by key: what makes them two runs.
+    The section of a stage neither of them runs never acts (a CMC-only run's `sca.lr`), so it is
+    not compared; the stage lists themselves are."""
     new = flatten_config(config_to_dict(config))
-    keys = sorted(k for k in set(saved) | set(new) if k not in RESUME_FREE_KEYS and saved.get(k) != new.get(k))
+    idle = {f"{stage}." for stage in STAGES if stage not in config.stages and stage not in saved.get("stages", [])}
+    keys = sorted(k for k in set(saved) | set(new) if k not in RESUME_FREE_KEYS and saved.get(k) != new.get(k)
+                  and not any(k.startswith(prefix) for prefix in idle))
     return {k: (saved.get(k), new.get(k)) for k in keys}
 
 
