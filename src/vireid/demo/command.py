@@ -181,7 +181,8 @@ def verdict_line(summary: dict) -> str | None:
     if precision is None:
         return line + "."
     return (line + f": SCA trained on MMLM's shared labels, and {100 * precision:.0f}% of its cross-modal pairs "
-            "joined the same person (SCA beats CMC only when most are right: docs/ablation.md).")
+            "joined the same person (what SCA reaches when they are right, on two sets of start weights: "
+            "docs/ablation.md).")
 
 
 def mmlm_line(m: dict) -> str:
