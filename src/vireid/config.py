@@ -143,6 +143,8 @@ class SCAConfig:
     inter_start: int = 15
     inter_form: str = "paper"  # paper | reference (≈2x the paper's gradient)
     confidence_bn: str = "eval"  # eval (paper) | train (reference)
+    confidence_weights: str = "gmm"  # gmm (paper) | uniform (every labelled sample weighs 1: a diagnostic)
+    classifier_init: str = "random"  # random (paper: N(0, 0.001)) | prototypes (class-mean directions)
     gmm_max_iter: int = 100
     gmm_tol: float = 1e-2
     gmm_reg_covar: float = 5e-4
@@ -195,6 +197,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "sca.prototype_init": ("pass", "zero"),
     "sca.inter_form": ("paper", "reference"),
     "sca.confidence_bn": ("eval", "train"),
+    "sca.confidence_weights": ("gmm", "uniform"),
+    "sca.classifier_init": ("random", "prototypes"),
 }
 STAGES = ("cmc", "mmlm", "sca")
 _FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")

@@ -162,6 +162,9 @@ def compute_confidence(model: nn.Module, train: TrainSet, shared: SharedLabels, 
                        epoch: int) -> Confidence:
     """GMM confidence per modality (visible views pooled) and confidence-weighted class prototypes.
 
+    `sca.confidence_weights: uniform` replaces the GMM's confidences by ones (prototypes become plain
+    class means), to measure what the weighting does.
+
     `sca.confidence_bn` chooses the pass: "eval" (paper) the clean pass with BN on its running
     statistics; "train" (released code) the mixed, augmented pass with BN in train mode.
     """
@@ -177,8 +180,11 @@ def compute_confidence(model: nn.Module, train: TrainSet, shared: SharedLabels, 
     rows_r = np.flatnonzero(shared.labels_r >= 0)
     gmm = dict(seed=ctx.seed_for("sca", epoch, "gmm"), max_iter=sca.gmm_max_iter, tol=sca.gmm_tol,
                reg_covar=sca.gmm_reg_covar)
-    conf_v = gmm_confidence(np.r_[minmax_normalize(ce_v1.numpy()), minmax_normalize(ce_v2.numpy())], **gmm)
-    conf_r = gmm_confidence(minmax_normalize(ce_r.numpy()), **gmm)
+    if sca.confidence_weights == "uniform":  # diagnostic: what the weighting adds on labels known to be right
+        conf_v, conf_r = np.ones(2 * len(rows_v)), np.ones(len(rows_r))
+    else:
+        conf_v = gmm_confidence(np.r_[minmax_normalize(ce_v1.numpy()), minmax_normalize(ce_v2.numpy())], **gmm)
+        conf_r = gmm_confidence(minmax_normalize(ce_r.numpy()), **gmm)
     w_v1 = _scatter(len(train.visible), rows_v, conf_v[: len(rows_v)])
     w_v2 = _scatter(len(train.visible), rows_v, conf_v[len(rows_v):])
     w_r = _scatter(len(train.infrared), rows_r, conf_r)
@@ -191,3 +197,35 @@ def compute_confidence(model: nn.Module, train: TrainSet, shared: SharedLabels, 
                "ce_visible": float(ce_v1.mean()) if len(ce_v1) else 0.0,
                "ce_infrared": float(ce_r.mean()) if len(ce_r) else 0.0}
     return Confidence(w_v1, w_v2, w_r, *(p.to(ctx.device) for p in protos), summary=summary)
+
+
+@torch.no_grad()
+def prototype_classifier(model: nn.Module, train: TrainSet, shared: SharedLabels, ctx: RunContext,
+                         temperature: float = 0.05) -> torch.Tensor:
+    """Classifier rows (K, D) for `sca.classifier_init: prototypes`: each shared class's mean unit
+    BN-neck direction (eval mode, both modalities' unaugmented images), divided by
+    temperature × the mean BN-neck norm, so that a sample's first logits are about its cosine to each
+    class over the temperature (0.05, the CMC memories' own). The paper's classifier starts at
+    N(0, 0.001) instead: its first epochs learn the classes while the backbone follows them.
+    Every rank runs the whole pass (one forward pass per training image, no augmentation)."""
+    module = unwrap_model(model)
+    was_training = module.training
+    module.eval()
+    feats, labels = [], []
+    for images, modality_labels, modality in ((train.visible.images, shared.labels_v, VISIBLE),
+                                              (train.infrared.images, shared.labels_r, INFRARED)):
+        load = _loader(images, ctx.device)
+        rows = np.flatnonzero(modality_labels >= 0)
+        for start in range(0, len(rows), ctx.eval_batch_size):
+            idx = rows[start:start + ctx.eval_batch_size]
+            with ctx.autocast():
+                out = module(load(idx), modality=modality, return_all=True)
+            feats.append(out.bn.float().cpu())
+            labels.append(modality_labels[idx])
+    module.train(was_training)
+    if not feats:
+        raise ValueError("no labelled training sample to build the classifier from")
+    f = torch.cat(feats)
+    y = torch.from_numpy(np.concatenate(labels)).long()
+    means = class_prototypes(F.normalize(f, dim=1), y, torch.ones(len(y)), shared.num_classes)
+    return F.normalize(means, dim=1) / (temperature * f.norm(dim=1).mean().clamp_min(1e-12))

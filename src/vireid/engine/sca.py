@@ -17,7 +17,7 @@ from torch import nn
 
 from vireid.config import Config, SCAConfig
 from vireid.data.samplers import IdentitySampler, warmup_batches
-from vireid.engine.confidence import Confidence, compute_confidence
+from vireid.engine.confidence import Confidence, compute_confidence, prototype_classifier
 from vireid.engine.context import RunContext
 from vireid.engine.distributed import gather_batch, gather_with_grad, is_distributed
 from vireid.engine.hooks import EpochEnd
@@ -187,10 +187,18 @@ class SCATrainer:
         return record
 
 
-def prepare_sca_model(model: nn.Module, shared: SharedLabels, device: torch.device) -> nn.Module:
-    """Give the model a fresh classifier over the shared label space (init N(0, 0.001))."""
-    unwrap_model(model).reset_classifier(shared.num_classes)
-    return model.to(device)
+def prepare_sca_model(model: nn.Module, shared: SharedLabels, device: torch.device,
+                      init: tuple[TrainSet, RunContext] | None = None) -> nn.Module:
+    """Give the model a fresh classifier over the shared label space: N(0, 0.001) (the paper), or,
+    with `init` (the training set and run context), rows from the classes' features
+    (`sca.classifier_init: prototypes`, see `prototype_classifier`)."""
+    module = unwrap_model(model)
+    module.reset_classifier(shared.num_classes)
+    model = model.to(device)
+    if init is not None:
+        weights = prototype_classifier(module, init[0], shared, init[1])
+        module.classifier.weight.data.copy_(weights.to(module.classifier.weight))
+    return model
 
 
 def _epoch_line(epoch: int, epochs: int, record: dict) -> str:
