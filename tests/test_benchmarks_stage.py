@@ -212,6 +212,18 @@ def test_a_cmc_only_run_is_reused_whatever_the_settings_of_the_stages_it_does_no
         stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}", "sca.lr=0.01"]))
 
 
+def test_a_run_saved_before_a_setting_existed_is_reused_while_that_setting_keeps_its_default(tmp_path):
+    import yaml
+    cfg = load_config("smoke", [f"output={tmp_path}"])
+    save_config(cfg, tmp_path / "config.yaml")
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    del saved["sca"]["classifier_init"]  # as an older vireid wrote it
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    stage_runs.check_same_run(tmp_path, cfg)
+    with pytest.raises(stage_runs.BenchmarkError, match="classifier_init"):
+        stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}", "sca.classifier_init=prototypes"]))
+
+
 def test_oracle_job_plan_follows_the_options():
     """--identity-precisions, --no-reached and --variant-set shape the plan without training anything:
     the variant's settings reach every SCA run and keep its folders apart from the plain runs'."""

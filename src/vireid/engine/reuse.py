@@ -80,11 +80,15 @@ def changed_settings(saved: dict, config: Config) -> dict[str, tuple]:
     """{key: (saved value, new value)} for every setting outside RESUME_FREE_KEYS in which a run's
     flattened config.yaml (`saved`) and `config` differ, sorted by key: what makes them two runs.
     The section of a stage neither of them runs never acts (a CMC-only run's `sca.lr`), so it is
-    not compared; the stage lists themselves are."""
+    not compared; the stage lists themselves are. A setting `saved` lacks (its run predates the
+    setting) counts as unchanged while it keeps its built-in default, which is how every new
+    setting keeps the earlier behaviour."""
     new = flatten_config(config_to_dict(config))
+    defaults = flatten_config(config_to_dict(Config()))
     idle = {f"{stage}." for stage in STAGES if stage not in config.stages and stage not in saved.get("stages", [])}
     keys = sorted(k for k in set(saved) | set(new) if k not in RESUME_FREE_KEYS and saved.get(k) != new.get(k)
-                  and not any(k.startswith(prefix) for prefix in idle))
+                  and not any(k.startswith(prefix) for prefix in idle)
+                  and not (k not in saved and k in defaults and new.get(k) == defaults[k]))
     return {k: (saved.get(k), new.get(k)) for k in keys}
 
 
