@@ -221,7 +221,8 @@ def test_a_run_saved_before_a_setting_existed_is_reused_while_that_setting_keeps
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
     stage_runs.check_same_run(tmp_path, cfg)
     with pytest.raises(stage_runs.BenchmarkError, match="classifier_init"):
-        stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}", "sca.classifier_init=prototypes"]))
+        stage_runs.check_same_run(tmp_path, load_config("smoke", [f"output={tmp_path}",
+                                                                  "sca.classifier_init=prototypes"]))
 
 
 def test_oracle_job_plan_follows_the_options():

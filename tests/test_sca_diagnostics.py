@@ -19,7 +19,7 @@ from vireid.data.transforms import normalize_images
 from vireid.engine.confidence import clean_pass, compute_confidence, prototype_classifier
 from vireid.engine.context import RunContext
 from vireid.engine.mmlm import SharedLabels
-from vireid.engine.sca import prepare_sca_model
+from vireid.engine.sca import prepare_sca_model, sca_optimizer, sca_stage, start_classifier
 from vireid.engine.trainset import build_train_set
 
 
@@ -83,18 +83,34 @@ def test_prototype_classifier_rows_are_class_mean_directions_over_the_temperatur
     torch.testing.assert_close(logits, cosines * (f.norm(dim=1, keepdim=True) * scale), rtol=1e-4, atol=1e-5)
 
 
-def test_prepare_sca_model_uses_the_prototype_rows_only_when_asked(train_set):
+def test_start_classifier_sets_the_prototype_rows_only_when_asked(train_set):
     shared = _shared(train_set)
     torch.manual_seed(0)
-    plain = prepare_sca_model(model_for_tests("resnet18"), shared, torch.device("cpu"))
-    assert plain.classifier.weight.shape == (shared.num_classes, plain.feature_dim)
-    assert float(plain.classifier.weight.detach().std()) < 0.002  # the paper's N(0, 0.001)
-    torch.manual_seed(0)
-    model = model_for_tests("resnet18")
+    model = prepare_sca_model(model_for_tests("resnet18"), shared, torch.device("cpu"))
+    paper = model.classifier.weight.detach().clone()
+    start_classifier(model, train_set, shared, SCAConfig(), _ctx())
+    assert torch.equal(model.classifier.weight.detach(), paper)  # random: the paper's N(0, 0.001) stays
+    assert float(paper.std()) < 0.002
     expected = prototype_classifier(model, train_set, shared, _ctx())
-    prepared = prepare_sca_model(model, shared, torch.device("cpu"), (train_set, _ctx()))
-    torch.testing.assert_close(prepared.classifier.weight.detach(), expected)
-    assert prepared.training  # the pass left the model in the mode it found it in
+    start_classifier(model, train_set, shared, dataclasses.replace(SCAConfig(), classifier_init="prototypes"), _ctx())
+    torch.testing.assert_close(model.classifier.weight.detach(), expected)
+    assert model.training  # the pass left the model in the mode it found it in
+
+
+def test_the_sca_stage_starts_from_the_prototype_rows_but_a_resumed_one_keeps_its_classifier(train_set):
+    shared = _shared(train_set)
+    sca = dataclasses.replace(SCAConfig(), classifier_init="prototypes", epochs=0)
+    torch.manual_seed(0)
+    model = prepare_sca_model(model_for_tests("resnet18"), shared, torch.device("cpu"))
+    expected = prototype_classifier(model, train_set, shared, _ctx())
+    sca_stage(model, train_set, shared, sca, _ctx())
+    torch.testing.assert_close(model.classifier.weight.detach(), expected)
+    saved = model.classifier.weight.detach().clone() * 3  # as a checkpoint restored it
+    model.classifier.weight.data.copy_(saved)
+    optimizer, scheduler = sca_optimizer(model, sca)
+    sca_stage(model, train_set, shared, sca, _ctx(), {"epoch": -1, "optimizer": optimizer.state_dict(),
+                                                      "scheduler": scheduler.state_dict()})
+    assert torch.equal(model.classifier.weight.detach(), saved)
 
 
 def test_uniform_confidence_weights_are_ones_and_prototypes_plain_class_means(train_set):

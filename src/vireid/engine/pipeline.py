@@ -161,8 +161,7 @@ class Pipeline:
         IdentitySampler(shared.labels_v, shared.labels_r, num_instances=self.cfg.sca.num_instances)
         if self.cfg.sca.init == "pretrained":
             model = create_model(self.cfg.model)
-        init = (self.train_set, self.ctx) if self.cfg.sca.classifier_init == "prototypes" else None
-        model = self._wrap(prepare_sca_model(unwrap_model(model), shared, self.ctx.device, init))
+        model = self._wrap(prepare_sca_model(unwrap_model(model), shared, self.ctx.device))
         resume = self._stage_resume(model, "sca")
         result = sca_stage(model, self.train_set, shared, self.cfg.sca, self.ctx, resume)
         self.checkpointer.save("final.pt", model, "done", self.cfg.sca.epochs - 1)

@@ -29,7 +29,7 @@ from vireid.models.agw import ModelOutput
 from vireid.models.factory import unwrap_model
 from vireid.progress import progress
 
-__all__ = ["SCAResult", "Confidence", "sca_losses", "sca_lr_factor", "sca_optimizer", "sca_stage"]
+__all__ = ["SCAResult", "Confidence", "sca_losses", "sca_lr_factor", "sca_optimizer", "sca_stage", "start_classifier"]
 
 
 @dataclass
@@ -187,18 +187,19 @@ class SCATrainer:
         return record
 
 
-def prepare_sca_model(model: nn.Module, shared: SharedLabels, device: torch.device,
-                      init: tuple[TrainSet, RunContext] | None = None) -> nn.Module:
-    """Give the model a fresh classifier over the shared label space: N(0, 0.001) (the paper), or,
-    with `init` (the training set and run context), rows from the classes' features
-    (`sca.classifier_init: prototypes`, see `prototype_classifier`)."""
-    module = unwrap_model(model)
-    module.reset_classifier(shared.num_classes)
-    model = model.to(device)
-    if init is not None:
-        weights = prototype_classifier(module, init[0], shared, init[1])
-        module.classifier.weight.data.copy_(weights.to(module.classifier.weight))
-    return model
+def prepare_sca_model(model: nn.Module, shared: SharedLabels, device: torch.device) -> nn.Module:
+    """Give the model a fresh classifier over the shared label space (init N(0, 0.001))."""
+    unwrap_model(model).reset_classifier(shared.num_classes)
+    return model.to(device)
+
+
+def start_classifier(model: nn.Module, train: TrainSet, shared: SharedLabels, sca: SCAConfig, ctx: RunContext) -> None:
+    """`sca.classifier_init: prototypes` replaces the fresh classifier's rows by `prototype_classifier`'s
+    (every rank computes the same rows); `random` keeps the paper's N(0, 0.001)."""
+    if sca.classifier_init == "prototypes":
+        module = unwrap_model(model)
+        rows = prototype_classifier(module, train, shared, ctx)
+        module.classifier.weight.data.copy_(rows.to(module.classifier.weight))
 
 
 def _epoch_line(epoch: int, epochs: int, record: dict) -> str:
@@ -215,7 +216,9 @@ def sca_stage(model: nn.Module, train: TrainSet, shared: SharedLabels, sca: SCAC
     trainer = SCATrainer(model, train, shared, sca, ctx)
     optimizer, scheduler = sca_optimizer(model, sca)
     start = 0
-    if resume is not None:
+    if resume is None:
+        start_classifier(model, train, shared, sca, ctx)
+    else:
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         start = resume["epoch"] + 1
