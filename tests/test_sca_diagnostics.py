@@ -21,6 +21,7 @@ from vireid.engine.context import RunContext
 from vireid.engine.mmlm import SharedLabels
 from vireid.engine.sca import prepare_sca_model, sca_optimizer, sca_stage, start_classifier
 from vireid.engine.trainset import build_train_set
+from vireid.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -140,5 +141,5 @@ def test_the_switches_are_validated_choices():
     assert (cfg.sca.classifier_init, cfg.sca.confidence_weights) == ("prototypes", "uniform")
     default = load_config("sysu")
     assert (default.sca.classifier_init, default.sca.confidence_weights) == ("random", "gmm")
-    with pytest.raises(Exception, match="classifier_init"):
+    with pytest.raises(ConfigError, match="classifier_init"):
         load_config("demo", ["sca.classifier_init=kmeans"])

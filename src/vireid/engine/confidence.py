@@ -5,7 +5,7 @@ features (→ confidence-weighted class prototypes)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from vireid.engine.distributed import gather_batch, gather_rows, share
 from vireid.engine.mmlm import SharedLabels
 from vireid.engine.trainset import TrainSet, training_loader
 from vireid.losses import class_prototypes, gmm_confidence, minmax_normalize
+from vireid.models.agw import ModelOutput
 from vireid.models.factory import unwrap_model
 
 @dataclass
@@ -41,15 +42,22 @@ class Confidence:
                        proto_r=torch.zeros_like(self.proto_r))
 
 
+def _outputs(model: nn.Module, load: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray, modality: str,
+             ctx: RunContext) -> Iterator[tuple[np.ndarray, ModelOutput]]:
+    """(batch rows, model outputs with return_all) over `rows` in eval-batch-size chunks."""
+    for start in range(0, len(rows), ctx.eval_batch_size):
+        idx = rows[start:start + ctx.eval_batch_size]
+        with ctx.autocast():
+            out = model(load(idx), modality=modality, return_all=True)
+        yield idx, out  # outside autocast: the caller's losses run as before
+
+
 @torch.no_grad()
 def losses_and_features(model: nn.Module, load: Callable[[np.ndarray], torch.Tensor], rows: np.ndarray,
                         labels: np.ndarray, modality: str, ctx: RunContext) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample CE (N,) and pre-BN features (N, D) of `rows`; `load(index)` gives their model inputs."""
     ce, feats = [], []
-    for start in range(0, len(rows), ctx.eval_batch_size):
-        idx = rows[start:start + ctx.eval_batch_size]
-        with ctx.autocast():
-            out = model(load(idx), modality=modality, return_all=True)
+    for idx, out in _outputs(model, load, rows, modality, ctx):
         y = torch.from_numpy(labels[idx]).to(ctx.device)
         ce.append(F.cross_entropy(out.logits.float(), y, reduction="none").cpu())
         feats.append(out.pooled.float().cpu())
@@ -178,11 +186,11 @@ def compute_confidence(model: nn.Module, train: TrainSet, shared: SharedLabels, 
     module.train(was_training)
     rows_v = np.flatnonzero(shared.labels_v >= 0)
     rows_r = np.flatnonzero(shared.labels_r >= 0)
-    gmm = dict(seed=ctx.seed_for("sca", epoch, "gmm"), max_iter=sca.gmm_max_iter, tol=sca.gmm_tol,
-               reg_covar=sca.gmm_reg_covar)
     if sca.confidence_weights == "uniform":  # diagnostic: what the weighting adds on labels known to be right
         conf_v, conf_r = np.ones(2 * len(rows_v)), np.ones(len(rows_r))
     else:
+        gmm = dict(seed=ctx.seed_for("sca", epoch, "gmm"), max_iter=sca.gmm_max_iter, tol=sca.gmm_tol,
+                   reg_covar=sca.gmm_reg_covar)
         conf_v = gmm_confidence(np.r_[minmax_normalize(ce_v1.numpy()), minmax_normalize(ce_v2.numpy())], **gmm)
         conf_r = gmm_confidence(minmax_normalize(ce_r.numpy()), **gmm)
     w_v1 = _scatter(len(train.visible), rows_v, conf_v[: len(rows_v)])
@@ -214,12 +222,8 @@ def prototype_classifier(model: nn.Module, train: TrainSet, shared: SharedLabels
     feats, labels = [], []
     for images, modality_labels, modality in ((train.visible.images, shared.labels_v, VISIBLE),
                                               (train.infrared.images, shared.labels_r, INFRARED)):
-        load = _loader(images, ctx.device)
-        rows = np.flatnonzero(modality_labels >= 0)
-        for start in range(0, len(rows), ctx.eval_batch_size):
-            idx = rows[start:start + ctx.eval_batch_size]
-            with ctx.autocast():
-                out = module(load(idx), modality=modality, return_all=True)
+        for idx, out in _outputs(module, _loader(images, ctx.device), np.flatnonzero(modality_labels >= 0),
+                                 modality, ctx):
             feats.append(out.bn.float().cpu())
             labels.append(modality_labels[idx])
     module.train(was_training)
