@@ -1,6 +1,6 @@
 """The stage benchmarks end to end at a tiny scale (smoke preset, 16 synthetic people at 32×16):
-benchmarks/oracle_labels.py reaches the requested pair precision (checked against the shared labels
-the SCA checkpoint trained on) and reuses its finished runs; benchmarks/matching_study.py studies
+studies/oracle_labels.py reaches the requested pair precision (checked against the shared labels
+the SCA checkpoint trained on) and reuses its finished runs; studies/matching_study.py studies
 every matching variant on its CMC snapshots and replaces only its own section of the Markdown file.
 Plus the small helpers they rely on, on hand-made inputs."""
 
@@ -22,7 +22,7 @@ from vireid.data.synthetic import generate_synthetic
 from vireid.models.checkpoint import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "studies"))
 
 import matching_study  # noqa: E402
 import stage_runs  # noqa: E402
@@ -42,7 +42,7 @@ def workspace(tmp_path_factory):
 
 
 def _run(script: str, args: list[str], env: dict) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, str(REPO / "studies" / script), *args], env=env, capture_output=True,
                           text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-3000:]
     return done

@@ -1,4 +1,4 @@
-"""benchmarks/cluster_study.py: re-clustering saved features over k1 x eps and matching every pair."""
+"""studies/cluster_study.py: re-clustering saved features over k1 x eps and matching every pair."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "studies"))
 
 import cluster_study  # noqa: E402
 
@@ -42,7 +42,7 @@ def test_study_finds_the_radius_that_recovers_the_people(tmp_path):
     page = tmp_path / "mmlm.md"
     page.write_text(f"# MMLM\n{cluster_study.MARK_START}\nSTALE-NUMBERS\n{cluster_study.MARK_END}\nend\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cluster_study.py"), "--features", str(npz),
+    done = subprocess.run([sys.executable, str(REPO / "studies" / "cluster_study.py"), "--features", str(npz),
                            "--k1", "4", "8", "--eps", "0.05", "0.5", "--match-k1", "8", "--out", str(page), "--json",
                            str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -71,6 +71,6 @@ def test_study_finds_the_radius_that_recovers_the_people(tmp_path):
 
 def test_study_refuses_a_run_folder_without_matching_features(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "cluster_study.py"), str(tmp_path)], env=env,
+    done = subprocess.run([sys.executable, str(REPO / "studies" / "cluster_study.py"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "mmlm/matching.npz" in done.stderr

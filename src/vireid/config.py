@@ -112,7 +112,7 @@ class MMLMConfig:
     kmeans_iterations: int = 50  # Lloyd iterations at most (reference: 300, scikit-learn's default)
     kmeans_restarts: int = 1  # k-means++ seedings per cluster, the lowest inertia kept (reference: 10)
     # Diagnosis only: >= 0 replaces the matching by pairs built from the TRUE identities with this pair
-    # precision (benchmarks/oracle_labels.py); -1 = off, the unsupervised method.
+    # precision (studies/oracle_labels.py); -1 = off, the unsupervised method.
     oracle_precision: float = -1.0
     oracle_clusters: str = "cmc"  # per-modality clusters of the oracle: cmc (the CMC model's) | identity
     seed: int = 0

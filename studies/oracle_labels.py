@@ -1,6 +1,6 @@
 """Oracle-label experiment: what SCA reaches when a given share of its cross-modal pairs are right.
 
-    python benchmarks/oracle_labels.py [--precisions 1 0.75 0.5 0.25] [--seeds 0 1 2] [--cmc-seeds 0]
+    python studies/oracle_labels.py [--precisions 1 0.75 0.5 0.25] [--seeds 0 1 2] [--cmc-seeds 0]
         [--curves cmc identity] [--identity-precisions 1] [--no-reached] [--no-mmlm]
         [--variant-set KEY=VALUE ...] [--work runs/oracle_labels] [--png docs/images/oracle_curve.png]
         [--json FILE] [--md FILE] [--preset demo] [--dataset NAME --data-root DIR] [KEY=VALUE ...]

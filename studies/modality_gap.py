@@ -1,7 +1,7 @@
 """How much a model's features are shared between the modalities (the demo's diagnostic).
 
-    python benchmarks/modality_gap.py --data ~/.cache/vireid/demo-data --weights START.pt [KEY=VALUE ...]
-    python benchmarks/modality_gap.py --data DIR --checkpoint runs/demo/checkpoints/final.pt
+    python studies/modality_gap.py --data ~/.cache/vireid/demo-data --weights START.pt [KEY=VALUE ...]
+    python studies/modality_gap.py --data DIR --checkpoint runs/demo/checkpoints/final.pt
 
 Nearest-neighbour Rank-1 (cosine, the query's own camera excluded) on the test set of a SYSU-layout
 root, gallery = the all-search multi-shot gallery of trial 0 plus the infrared queries themselves:

@@ -1,8 +1,8 @@
 """Cluster study: which per-modality clustering settings give MMLM clusters it can pair, on one model.
 
-    python benchmarks/cluster_study.py RUN_DIR [--k1 10 15 20 30] [--eps 0.35 0.4 ... 0.7]
+    python studies/cluster_study.py RUN_DIR [--k1 10 15 20 30] [--eps 0.35 0.4 ... 0.7]
         [--out docs/mmlm.md] [--json FILE]
-    python benchmarks/cluster_study.py --features FILE.npz [...]
+    python studies/cluster_study.py --features FILE.npz [...]
 
 MMLM inherits the CMC model's per-modality clusters: a person split into several visible clusters or
 two people merged into one infrared cluster caps what any matching can pair right. This study takes

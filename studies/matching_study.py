@@ -1,6 +1,6 @@
 """Matching study: what drives MMLM's pair precision, on CMC models of increasing quality.
 
-    python benchmarks/matching_study.py [--snapshots 2 4 8 16] [--work runs/matching_study] [--out docs/mmlm.md]
+    python studies/matching_study.py [--snapshots 2 4 8 16] [--work runs/matching_study] [--out docs/mmlm.md]
         [--json FILE] [--preset demo] [--dataset NAME --data-root DIR] [-- KEY=VALUE ...]
 
 Trains the CMC stage once (default: the demo preset with `cmc.phase1_epochs=8 cmc.phase2_epochs=8`,

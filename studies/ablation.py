@@ -1,6 +1,6 @@
 """Component ablation of MMM (method.md §8's table) on the demo's synthetic data or any dataset and preset.
 
-    python benchmarks/ablation.py [--seeds 0 1 2] [--out docs/ablation.md] [--work DIR] [--preset demo]
+    python studies/ablation.py [--seeds 0 1 2] [--out docs/ablation.md] [--work DIR] [--preset demo]
         [--dataset NAME --data-root DIR] [--variants "+MMLM" ... "full MMM"] [--png docs/images/ablation_bars.png]
         [--report FILE.html] [-- KEY=VALUE ...]
 
