@@ -33,7 +33,7 @@ import numpy as np
 from torch import nn
 
 from stage_runs import Setup, add_setup_arguments, command_line, finished, prepare_setup, train_or_reuse
-from vireid.clustering.quality import EMPTY, cluster_majority
+from vireid.clustering.quality import chance_agreement, reachable_agreement
 from vireid.config import Config, config_to_dict
 from vireid.engine.checkpoint import save_checkpoint
 from vireid.engine.hooks import EpochEnd, Hook
@@ -96,15 +96,8 @@ def chance_and_reachable(labels_v: np.ndarray, pids_v: np.ndarray, labels_r: np.
                          ) -> tuple[float, float]:
     """Pair precision of a uniformly drawn infrared partner (expected), and the most any pairing can
     reach: the share of visible clusters whose majority identity is some infrared cluster's majority."""
-    major_v = cluster_majority(labels_v, pids_v)
-    major_r = cluster_majority(labels_r, pids_r)
-    present = major_r[major_r != EMPTY]
-    if not len(major_v) or not len(present):
-        return float("nan"), float("nan")
-    ids, counts = np.unique(present, return_counts=True)
-    at = np.minimum(np.searchsorted(ids, major_v), len(ids) - 1)
-    found = (ids[at] == major_v) & (major_v != EMPTY)
-    return float(np.mean(np.where(found, counts[at], 0) / len(major_r))), float(np.mean(found))
+    return (chance_agreement(labels_v, pids_v, labels_r, pids_r),
+            reachable_agreement(labels_v, pids_v, labels_r, pids_r))
 
 
 def study_snapshot(model: nn.Module, cfg: Config, dataset, train_set, ctx) -> dict:

@@ -84,9 +84,11 @@ class Setup:
         return where + (f", overrides {given}" if given else "")
 
 
-def prepare_setup(args: argparse.Namespace) -> Setup:
-    """Resolve the data (generating the demo set when no root is given) and build the start weights once."""
+def prepare_setup(args: argparse.Namespace, synthetic: tuple[str, dict] | None = None) -> Setup:
+    """Resolve the data (generating a synthetic set in the cache when no root is given: the demo's, or
+    `synthetic` = (folder name, generate_synthetic's parameters)) and build the start weights once."""
     import vireid.demo  # noqa: F401 - registers the `synthetic` start weights
+    from vireid.data.synthetic import generate_synthetic
     from vireid.demo.command import ensure_demo_data
     from vireid.engine.start_weights import resolve_start_weights
 
@@ -94,8 +96,11 @@ def prepare_setup(args: argparse.Namespace) -> Setup:
     cfg = load_config(args.preset, overrides)
     if args.data_root:
         root, dataset = Path(args.data_root).expanduser(), args.dataset or cfg.data.dataset
-    else:
+    elif synthetic is None:
         root, dataset = ensure_demo_data(resolve_cache_dir(cfg) / "demo-data"), "sysu"
+    else:
+        name, params = synthetic
+        root, dataset = Path(generate_synthetic(resolve_cache_dir(cfg) / name, **params)), params.get("layout", "sysu")
     cfg.data.root, cfg.data.dataset = str(root), dataset
     resolve_start_weights(cfg)
     return Setup(args.preset, dataset, root, cfg.model.weights_path, overrides, demo_data=not args.data_root)
@@ -128,10 +133,14 @@ def train_or_reuse(cfg: Config, hooks: Sequence = ()) -> Path:
     return out
 
 
-def resume_variant(base: Path, cfg: Config, keep_checkpoints: bool = False) -> Path:
-    """Run `cfg`'s remaining stages on a copy of the CMC run `base` (its `checkpoints/cmc.pt` resumes
-    into MMLM), so every variant starts from the same CMC model. The copy is made whole or not at all;
-    config.yaml is rewritten for the variant; once finished, the copied cmc.pt and the per-epoch
+def resume_variant(base: Path, cfg: Config, keep_checkpoints: bool = False, checkpoint: Path | None = None) -> Path:
+    """Run `cfg`'s remaining stages on a copy of the run `base`, resumed from `checkpoint` (default:
+    its `checkpoints/cmc.pt`, which resumes into MMLM), so every variant starts from the same model.
+
+    A `checkpoint` saved during CMC (a snapshot after epoch e) branches the run off there: `cfg` then
+    sets the CMC epochs to e, so CMC ends at once and the variant is what a run of e epochs would
+    have been; its metrics.jsonl keeps the CMC epochs up to e. The copy is made whole or not at all;
+    config.yaml is rewritten for the variant; once finished, the copied checkpoint and the per-epoch
     last.pt are deleted (final.pt stays) unless `keep_checkpoints`."""
     from vireid.engine.pipeline import train
     from vireid.models.checkpoint import LATEST
@@ -140,21 +149,41 @@ def resume_variant(base: Path, cfg: Config, keep_checkpoints: bool = False) -> P
     if finished(out):
         check_same_run(out, cfg)
         return out
+    source = Path(checkpoint) if checkpoint is not None else base / "checkpoints" / "cmc.pt"
     if not out.exists():
         partial = out.with_name(out.name + ".copying")
         shutil.rmtree(partial, ignore_errors=True)
+        skip = NOT_COPIED if checkpoint is None else (*NOT_COPIED, "metrics.jsonl", "log.txt")
         shutil.copytree(base, partial, ignore=lambda folder, names: [n for n in names if Path(folder) == base
-                                                                     and n in NOT_COPIED])
+                                                                     and n in skip])
+        if checkpoint is not None:
+            _branch_records(base, partial, source)
         (partial / "checkpoints").mkdir()
-        shutil.copy2(base / "checkpoints" / "cmc.pt", partial / "checkpoints" / "cmc.pt")
-        atomic_write(partial / "checkpoints" / LATEST, "cmc.pt\n")
+        shutil.copy2(source, partial / "checkpoints" / source.name)
+        atomic_write(partial / "checkpoints" / LATEST, source.name + "\n")
         partial.rename(out)
-    save_config(cfg, out / "config.yaml")  # the variant resumes the CMC run as its own
+    save_config(cfg, out / "config.yaml")  # the variant resumes the copied run as its own
     train(cfg, resume=True)
     if not keep_checkpoints:
-        for name in ("cmc.pt", "last.pt"):
+        for name in {source.name, "cmc.pt", "last.pt"}:
             (out / "checkpoints" / name).unlink(missing_ok=True)
     return out
+
+
+def _branch_records(base: Path, partial: Path, snapshot: Path) -> None:
+    """A branched variant's metrics.jsonl (the CMC epochs up to the snapshot's) and a first log line."""
+    from vireid.models.checkpoint import read_checkpoint
+
+    last = int(read_checkpoint(snapshot)["epoch"])
+    kept = [line for line in (base / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+            if line.strip() and _cmc_epoch_at_most(json.loads(line), last)]
+    (partial / "metrics.jsonl").write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    (partial / "log.txt").write_text(f"branched from {base} after CMC epoch {last + 1} ({snapshot.name})\n",
+                                     encoding="utf-8")
+
+
+def _cmc_epoch_at_most(record: dict, last: int) -> bool:
+    return record.get("event") == "epoch" and record.get("stage") == "cmc" and int(record["epoch"]) <= last
 
 
 # ---------------------------------------------------------------------------- numbers

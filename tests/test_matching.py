@@ -113,7 +113,8 @@ def test_planted_identities_are_recovered_across_modalities():
     assert np.array_equal(result.labels_v_transferred[kept], [partner[p] for p in lv[kept]])
     scores = result.evaluate(tv, tr)
     assert scores == {"ari_transferred": 1.0, "ari_all": 1.0, "pair_precision": 1.0, "num_pairs": 6,
-                      "pair_precision_chance": pytest.approx(1 / 6)}  # one right partner among 6
+                      "pair_precision_chance": pytest.approx(1 / 6),  # one right partner among 6
+                      "pair_precision_reachable": 1.0}  # every identity has an infrared cluster
 
 
 def test_evaluate_counts_wrong_pairs_and_mixed_labels():

@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import adjusted_rand_score
 
 from vireid.clustering.memories import kmeans_submemories
-from vireid.clustering.quality import chance_agreement, majority_agreement
+from vireid.clustering.quality import chance_agreement, majority_agreement, reachable_agreement
 from vireid.errors import ConfigError, VireidError
 
 __all__ = ["MatchResult", "multi_memory_match", "memory_match_cost", "assign_clusters"]
@@ -56,6 +56,8 @@ class MatchResult:
         pair_precision: fraction of pairs whose two clusters have the same majority identity;
         pair_precision_chance: the same for pairs drawn at random (each visible cluster with a
         uniformly drawn infrared cluster), the level a matching must beat;
+        pair_precision_reachable: the most any pairing of these clusters can reach (share of visible
+        clusters whose majority identity is some infrared cluster's majority);
         num_pairs: M.
         """
         true_v = np.asarray(true_v).reshape(-1)
@@ -72,8 +74,10 @@ class MatchResult:
         ari_all = float(adjusted_rand_score(all_true, all_pred)) if all_true.size else float("nan")
         precision = majority_agreement(self.labels_v, true_v, self.labels_r, true_r, self.pairs)
         chance = chance_agreement(self.labels_v, true_v, self.labels_r, true_r)
+        reachable = reachable_agreement(self.labels_v, true_v, self.labels_r, true_r)
         return {"ari_transferred": ari_transferred, "ari_all": ari_all, "pair_precision": precision,
-                "pair_precision_chance": chance, "num_pairs": int(len(self.pairs))}
+                "pair_precision_chance": chance,
+                "pair_precision_reachable": reachable, "num_pairs": int(len(self.pairs))}
 
 
 def memory_match_cost(memories_v: torch.Tensor, memories_r: torch.Tensor, sum_over: str = "visible",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from sklearn.metrics import adjusted_rand_score
 
 EMPTY = np.iinfo(np.int64).min  # majority of a cluster without samples; equal to no identity
@@ -63,6 +64,16 @@ def chance_agreement(labels_a: np.ndarray, truth_a: np.ndarray, labels_b: np.nda
     return float(np.mean(same / num_b))
 
 
+def reachable_agreement(labels_a: np.ndarray, truth_a: np.ndarray, labels_b: np.ndarray, truth_b: np.ndarray) -> float:
+    """The most any pairing of a's clusters with b's can reach in `majority_agreement`: the share of a's
+    clusters whose majority identity is also the majority of some cluster of b (NaN without clusters)."""
+    num_a, num_b = int(labels_a.max(initial=-1)) + 1, int(labels_b.max(initial=-1)) + 1
+    if num_a == 0 or num_b == 0:
+        return float("nan")
+    major_a, major_b = cluster_majority(labels_a, truth_a, num_a), cluster_majority(labels_b, truth_b, num_b)
+    return float(np.mean(np.isin(major_a, major_b[major_b != EMPTY]) & (major_a != EMPTY)))
+
+
 def label_ari(labels: np.ndarray, truth: np.ndarray) -> float:
     """ARI of pseudo-labels against the true identities over the non-outliers; 0.0 without any."""
     keep = labels >= 0
@@ -72,3 +83,28 @@ def label_ari(labels: np.ndarray, truth: np.ndarray) -> float:
 def shared_label_ari(labels_v: np.ndarray, labels_r: np.ndarray, truth_v: np.ndarray, truth_r: np.ndarray) -> float:
     """ARI of a label space shared by both modalities against the true identities (non-outliers)."""
     return label_ari(np.r_[labels_v, labels_r], np.r_[truth_v, truth_r])
+
+
+def cross_modal_nn_accuracy(query: torch.Tensor, gallery: torch.Tensor, truth_q: np.ndarray, truth_g: np.ndarray,
+                            block_size: int = 4096) -> float:
+    """Share of `query` rows (Nq, D) whose nearest `gallery` row (Ng, D) has the same true identity:
+    a cheap measure of how much cross-modal signal features hold (infrared -> visible on a training
+    set needs no clustering). Features are compared by inner product (L2-normalised rows); blocks of
+    `block_size` queries keep memory at block_size x Ng. NaN for an empty side."""
+    if len(query) == 0 or len(gallery) == 0:
+        return float("nan")
+    gallery_t = gallery.T
+    nearest = torch.cat([(block @ gallery_t).argmax(dim=1) for block in query.split(block_size)]).cpu().numpy()
+    return float(np.mean(np.asarray(truth_g)[nearest] == np.asarray(truth_q)))
+
+
+def associate_rate(labels_v: np.ndarray, labels_r: np.ndarray, num_clusters: int) -> float:
+    """Share of all samples of a mixed clustering that lie in a cluster holding both modalities (the
+    released code's "associate rate" counts such clusters; this is the samples' share)."""
+    total = len(labels_v) + len(labels_r)
+    if total == 0:
+        return float("nan")
+    has_v, has_r = modality_presence(labels_v, labels_r, num_clusters)
+    both = has_v & has_r
+    inside = sum(int(both[lab[lab >= 0]].sum()) for lab in (labels_v, labels_r))
+    return inside / total

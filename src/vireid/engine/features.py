@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from vireid.clustering.dbscan import cluster
-from vireid.clustering.quality import majority_agreement, modality_presence
+from vireid.clustering.quality import associate_rate, cross_modal_nn_accuracy, majority_agreement, modality_presence
 from vireid.config import ClusterConfig
 from vireid.engine.context import RunContext
 from vireid.engine.distributed import broadcast_arrays, gather_rows, is_main, share
@@ -94,6 +94,7 @@ def cluster_train_set(model: nn.Module, train: TrainSet, cluster_cfg: ClusterCon
             metrics[f"outliers_{name}"] = int(res.num_outliers)
             metrics[f"seconds_cluster_{name}"] = float(res.seconds)
             metrics[f"ari_{name}"] = float(res.ari)
+        metrics["nn_infrared_to_visible"] = cross_modal_nn_accuracy(feat_r, feat_v, truth_r, truth_v, c.knn_block)
         if mixed:
             feats = torch.cat([feat_v, feat_r])
             modal = np.r_[np.zeros(len(feat_v), bool), np.ones(len(feat_r), bool)]
@@ -121,12 +122,12 @@ def _fit_k(k1: int, k2: int, n: int) -> tuple[int, int]:
 
 def cross_modal_quality(lm_v: np.ndarray, lm_r: np.ndarray, truth_v: np.ndarray, truth_r: np.ndarray) -> dict:
     """How many mixed clusters hold both modalities (the released code's "associate rate" counts
-    them), and how many of those are truly one identity across modalities (majority visible pid ==
-    majority infrared pid)."""
+    them), the share of samples inside them, and how many of those clusters are truly one identity
+    across modalities (majority visible pid == majority infrared pid)."""
     n = int(max(lm_v.max(initial=-1), lm_r.max(initial=-1)) + 1)
     has_v, has_r = modality_presence(lm_v, lm_r, n)
     both = np.flatnonzero(has_v & has_r)
-    out = {"mixed_cross_modal_clusters": int(len(both))}
+    out = {"mixed_cross_modal_clusters": int(len(both)), "mixed_associate_rate": associate_rate(lm_v, lm_r, n)}
     if len(both):
         out["mixed_cross_modal_correct"] = majority_agreement(lm_v, truth_v, lm_r, truth_r, np.stack([both, both], 1))
     return out
