@@ -236,6 +236,25 @@ def test_thermal_brightness_does_not_follow_visible_brightness(tmp_path):
     assert abs(np.corrcoef((first + second) / 2, thermal)[0, 1]) < 0.4
 
 
+def test_sysu_layout_with_thermal_infrared_decouples_infrared_from_colour(tmp_path):
+    # `infrared="thermal"` makes SYSU's cam3/cam6 see heat: the same people's visible images are
+    # drawn as before, the infrared torso no longer follows the visible brightness, and the kind
+    # is part of the parameters, so it never reuses a near-infrared set.
+    thermal = generate_synthetic(tmp_path / "thermal", ids=24, infrared="thermal", test_fraction=0.5, **SMALL)
+    near = generate_synthetic(tmp_path / "near", ids=24, test_fraction=0.5, **SMALL)
+    pids = range(1, 25)
+    visible = np.array([_person_luma(thermal, pid, VISIBLE_CAMS, "*.jpg") for pid in pids])
+    heat = np.array([_person_luma(thermal, pid, INFRARED_CAMS, "*.jpg") for pid in pids])
+    assert abs(np.corrcoef(visible, heat)[0, 1]) < 0.4
+    for cam, same in (("cam1", True), ("cam3", False)):
+        files = sorted(p.relative_to(near) for p in (near / cam).rglob("*.jpg"))
+        assert files and files == sorted(p.relative_to(thermal) for p in (thermal / cam).rglob("*.jpg"))
+        assert ((thermal / files[0]).read_bytes() == (near / files[0]).read_bytes()) is same
+    assert read_synthetic_info(thermal)["infrared"] == "thermal" and "infrared" not in read_synthetic_info(near)
+    with pytest.raises(DatasetLayoutError):
+        generate_synthetic(tmp_path / "thermal", ids=24, test_fraction=0.5, **SMALL)
+
+
 def test_near_infrared_levels_follow_the_colour_with_a_material_term():
     people = [make_identity(0, pid) for pid in range(1, 301)]
     colour = np.array([p.colors[TOP] for p in people])

@@ -171,7 +171,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     out = generate_synthetic(args.out, layout=args.layout, ids=args.ids,
                              images_per_camera=args.images_per_camera, height=args.height,
                              width=args.width, seed=args.seed, workers=args.workers,
-                             test_fraction=args.test_fraction, overwrite=args.force)
+                             test_fraction=args.test_fraction, overwrite=args.force, infrared=args.infrared)
     print(f"wrote a synthetic {args.layout} dataset to {out}")
     if args.contact_sheet:
         from vireid.data.synthetic import contact_sheet
@@ -312,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="DIR", help="dataset folder to write")
     p.add_argument("--layout", choices=("sysu", "regdb"), default="sysu", help="folder layout and id files")
     p.add_argument("--ids", type=positive_int, default=60, help="number of identities")
+    p.add_argument("--infrared", choices=("near", "thermal"), default="near",
+                   help="what the sysu layout's infrared cameras see: near-infrared reflectance, loosely tied "
+                        "to the colours (SYSU-MM01), or heat drawn independently of them (as RegDB's thermal "
+                        "camera; the regdb layout is always thermal)"),
     p.add_argument("--images-per-camera", type=positive_int, default=None,
                    help="images per person and camera (default: 6 for sysu, 10 per modality for regdb)")
     p.add_argument("--test-fraction", type=fraction, default=0.5, help="share of identities held out for testing")

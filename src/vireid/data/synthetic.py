@@ -32,6 +32,7 @@ INFO_FILE = "synthetic.json"
 LAYOUTS = ("sysu", "regdb")
 SYSU_VISIBLE_CAMERAS = ("cam1", "cam2", "cam4", "cam5")
 SYSU_INFRARED_CAMERAS = ("cam3", "cam6")
+INFRARED_KINDS = ("near", "thermal")  # what SYSU-layout infrared cameras see (generate_synthetic's `infrared`)
 REGDB_TRIALS = 10
 DEFAULT_IMAGES = {"sysu": 6, "regdb": 10}
 _TAG_CAMERAS, _TAG_SPLIT = 23, 29
@@ -124,7 +125,7 @@ def _regdb_plan(root: Path, ids: int, per_modality: int, seed: int, test_fractio
             for j, path in enumerate(paths)]
 
 
-def _write_images(root: str, jobs: list[Job], seed: int, height: int, width: int) -> int:
+def _write_images(root: str, jobs: list[Job], seed: int, height: int, width: int, thermal: bool = False) -> int:
     """Draw and save a batch of images; runs in worker processes, so takes only plain values."""
     base = Path(root)
     made: set[Path] = set()
@@ -133,7 +134,7 @@ def _write_images(root: str, jobs: list[Job], seed: int, height: int, width: int
         if path.parent not in made:
             path.parent.mkdir(parents=True, exist_ok=True)
             made.add(path.parent)
-        draw_image(seed, pid, cam, index, height, width).save(path, "JPEG", quality=CAMERAS[cam].quality)
+        draw_image(seed, pid, cam, index, height, width, thermal).save(path, "JPEG", quality=CAMERAS[cam].quality)
     return len(jobs)
 
 
@@ -144,11 +145,15 @@ def _chunks(jobs: list[Job], size: int) -> Iterator[list[Job]]:
 
 
 def _params(layout: str, ids: int, images_per_camera: int, height: int, width: int, seed: int,
-            test_fraction: float) -> dict[str, Any]:
-    """Everything that decides the files, as stored in synthetic.json and compared on reuse."""
-    return {"generator": "vireid.data.synthetic", "version": GENERATOR_VERSION, "layout": layout, "ids": ids,
-            "images_per_camera": images_per_camera, "height": height, "width": width, "seed": seed,
-            "test_fraction": test_fraction}
+            test_fraction: float, infrared: str = "near") -> dict[str, Any]:
+    """Everything that decides the files, as stored in synthetic.json and compared on reuse (the
+    infrared kind only when it is not the layout's own, so older datasets keep their parameters)."""
+    params = {"generator": "vireid.data.synthetic", "version": GENERATOR_VERSION, "layout": layout, "ids": ids,
+              "images_per_camera": images_per_camera, "height": height, "width": width, "seed": seed,
+              "test_fraction": test_fraction}
+    if layout == "sysu" and infrared == "thermal":
+        params["infrared"] = "thermal"
+    return params
 
 
 def read_synthetic_info(root: str | Path) -> dict[str, Any] | None:
@@ -194,7 +199,7 @@ def _check_replaceable(root: Path, info: dict[str, Any] | None, params: dict[str
             raise DatasetLayoutError(f"{root} is not empty and holds no {INFO_FILE}; expected an empty folder or "
                                      "an earlier synthetic dataset (refusing to overwrite other data)")
         return
-    changed = [f"{k}: {info.get(k)!r} -> {v!r}" for k, v in params.items() if info.get(k) != v]
+    changed = _changed(info, params)
     if changed and not overwrite:
         raise DatasetLayoutError(f"{root} holds a synthetic dataset made with other parameters ({', '.join(changed)}); "
                                  "runs that read it would silently change, so it is kept: choose another folder, "
@@ -202,7 +207,15 @@ def _check_replaceable(root: Path, info: dict[str, Any] | None, params: dict[str
 
 
 def _same_parameters(info: dict[str, Any] | None, params: dict[str, Any]) -> bool:
-    return info is not None and {k: info.get(k) for k in params} == params
+    return info is not None and not _changed(info, params)
+
+
+def _changed(info: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The parameters of `params` that `info` differs in; a missing infrared kind is the near one."""
+    keys = [*params, *(["infrared"] if "infrared" not in params else [])]
+    near = {"infrared": "near"}
+    return [f"{k}: {info.get(k, near.get(k))!r} -> {params.get(k, near.get(k))!r}" for k in keys
+            if info.get(k, near.get(k)) != params.get(k, near.get(k))]
 
 
 def _scratch_folder(target: Path) -> Path:
@@ -245,11 +258,14 @@ def generate_synthetic(
     workers: int = 1,
     reuse: bool = True,
     overwrite: bool = False,
+    infrared: str = "near",
 ) -> Path:
     """Write a synthetic visible-infrared dataset to `out` in the raw `layout` ("sysu" or "regdb").
 
     `images_per_camera` is per (person, camera) for SYSU and per (person, modality) for RegDB
-    (defaults 6 and 10). The files depend only on the parameters, never on `workers`: the same
+    (defaults 6 and 10). `infrared` "thermal" makes SYSU's infrared cameras see emitted heat, drawn
+    independently of the colours, as RegDB's thermal camera does (RegDB's is always thermal); "near"
+    (default) is SYSU's near-infrared, loosely tied to the colours' brightness. The files depend only on the parameters, never on `workers`: the same
     seed gives byte-identical files. With `reuse`, an existing root generated with the same
     parameters is returned untouched. A dataset generated with other parameters is replaced only
     with `overwrite` (runs may depend on it); a folder holding anything else never is.
@@ -260,8 +276,10 @@ def generate_synthetic(
     """
     images_per_camera = DEFAULT_IMAGES.get(layout, 1) if images_per_camera is None else images_per_camera
     _validate(layout, ids, images_per_camera, height, width, seed, test_fraction, workers)
+    if infrared not in INFRARED_KINDS:
+        raise ConfigError(f"synthetic data: infrared={infrared!r}: expected one of {', '.join(INFRARED_KINDS)}")
     root = Path(out)
-    params = _params(layout, ids, images_per_camera, height, width, seed, float(test_fraction))
+    params = _params(layout, ids, images_per_camera, height, width, seed, float(test_fraction), infrared)
     info = read_synthetic_info(root)
     if reuse and _same_parameters(info, params):
         return root
@@ -286,7 +304,8 @@ def _write_dataset(root: Path, params: dict[str, Any], progress: bool, workers: 
     plan = _sysu_plan if layout == "sysu" else _regdb_plan
     jobs = plan(root, params["ids"], params["images_per_camera"], seed, params["test_fraction"])
     bar = progress_bar(total=len(jobs), desc=f"synthetic {layout}", unit="img", enabled=progress)
-    calls = [(str(root), chunk, seed, height, width) for chunk in _chunks(jobs, 64)]
+    thermal = params.get("infrared") == "thermal"
+    calls = [(str(root), chunk, seed, height, width, thermal) for chunk in _chunks(jobs, 64)]
     with ProcessPoolExecutor(max_workers=workers) if workers > 1 else nullcontext() as pool:
         for n in (pool.map if pool is not None else map)(_write_images, *zip(*calls)):
             bar.update(n)

@@ -11,7 +11,7 @@ garment cut, patterns and accessories.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -500,9 +500,13 @@ def _blur(img: np.ndarray, sigma: float) -> None:
         img[:, 1:-1] = a * (img[:, :-2] + img[:, 2:]) + (1.0 - 2.0 * a) * img[:, 1:-1]
 
 
-def draw_image(seed: int, pid: int, camera: str, index: int, height: int, width: int) -> Image.Image:
-    """Image `index` of person `pid` in `camera`, a pure function of its arguments."""
+def draw_image(seed: int, pid: int, camera: str, index: int, height: int, width: int,
+               thermal: bool = False) -> Image.Image:
+    """Image `index` of person `pid` in `camera`, a pure function of its arguments. With `thermal`
+    an infrared camera sees emitted heat (as RegDB's) instead of reflected near-infrared light."""
     cam = CAMERAS[camera]
+    if thermal and cam.infrared:
+        cam = replace(cam, thermal=True)
     p = make_identity(seed, pid)
     rng = np.random.default_rng([seed, TAG_IMAGE, pid, cam.code, index])
     view = int(rng.choice(3, p=[0.4, 0.35, 0.25]))

@@ -1,0 +1,153 @@
+"""studies/budget_curve.py at a tiny scale (smoke preset, 16 synthetic people at 32×16): the runs it
+branches off one CMC run equal runs trained from scratch for that many epochs, CMC-continued is the
+snapshot D epochs later, every output is written, and a rerun reuses every folder. Plus the plan and
+the verdict on hand-made numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from vireid.data.synthetic import generate_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "studies"))
+
+import budget_curve  # noqa: E402
+
+TINY = ["data.height=32", "data.width=16", "sca.epochs=1", "sca.warmup_epochs=0", "sca.intra_start=0",
+        "sca.inter_start=0"]  # smoke: 2 CMC and 2 SCA iterations, so D = 1 epoch
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def curve(tmp_path_factory):
+    base = tmp_path_factory.mktemp("budget_curve")
+    root = generate_synthetic(base / "data", ids=16, height=32, width=16, seed=3, progress=False)
+    env = dict(os.environ, VIREID_CACHE_DIR=str(base / "cache"), OMP_NUM_THREADS="2",
+               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    args = ["--preset", "smoke", "--data-root", str(root), "--work", str(base / "work"), "--budgets", "1", "2",
+            "--phase1", "1", "--seeds", "0", "1", "--largest-seeds", "0", "--paper-lr", "1e-4", "--paper-lr-seeds",
+            "0", "--oracle-budgets", "1", "--md", str(base / "table.md"), "--", *TINY]
+    done = _run(args, env)
+    return base, Path(root), env, args, done.stdout, json.loads((base / "work" / "budget_curve.json").read_text())
+
+
+def _run(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, str(REPO / "studies" / "budget_curve.py"), *args], env=env,
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.slow
+def test_every_run_and_output_is_there(curve):
+    base, _, _, _, stdout, result = curve
+    assert result["command"] == stdout.splitlines()[0] and result["delta"] == 1
+    # seed 0 up to budget 2 (+1), seed 1 only budget 1 (+1), the other learning rate at budget 2 only
+    assert sorted(result["lines"]) == ["lr0.0001-seed0", "lr0.00035-seed0", "lr0.00035-seed1"]
+    kinds = sorted((r["lr"], r["seed"], r["kind"], r["epochs"]) for r in result["runs"])
+    assert kinds == sorted([(3.5e-4, 0, "cmc", 1), (3.5e-4, 0, "cmc", 2), (3.5e-4, 0, "cmc", 3), (3.5e-4, 0, "mmm", 1),
+                            (3.5e-4, 0, "mmm", 2), (3.5e-4, 0, "oracle", 1), (3.5e-4, 1, "cmc", 1),
+                            (3.5e-4, 1, "cmc", 2), (3.5e-4, 1, "mmm", 1), (3.5e-4, 1, "oracle", 1),
+                            (1e-4, 0, "cmc", 2), (1e-4, 0, "cmc", 3), (1e-4, 0, "mmm", 2)])
+    assert all("error" not in r for r in result["runs"])
+    assert (base / "work" / "budget_curve.png").read_bytes()[:8] == PNG_MAGIC
+    table = (base / "table.md").read_text()
+    assert result["command"] in table and "Verdict:" in table
+    assert table.count("\n| 0.00035 |") == 2 and table.count("\n| 0.0001 |") == 1
+    for recs in result["epochs"].values():  # epoch 0 is the start weights' round, the same for every line
+        assert [r["epoch"] for r in recs] == list(range(len(recs)))
+        assert 0.0 <= recs[0]["nn_infrared_to_visible"] <= 1.0
+    firsts = {json.dumps(recs[0], sort_keys=True) for recs in result["epochs"].values()}
+    assert len(firsts) == 1 or len({recs[0]["nn_infrared_to_visible"] for recs in result["epochs"].values()}) == 1
+
+
+@pytest.mark.slow
+def test_a_branch_equals_a_run_trained_from_scratch_for_its_epochs(curve, tmp_path):
+    base, root, env, _, _, result = curve
+    branch = next(r for r in result["runs"] if (r["lr"], r["seed"], r["kind"], r["epochs"]) == (3.5e-4, 0, "cmc", 2))
+    scratch = tmp_path / "scratch"
+    done = subprocess.run([sys.executable, "-m", "vireid", "train", "--preset", "smoke", "--data-root", str(root),
+                           "--output", str(scratch), "seed=0", "stages=[cmc,mmlm]", "cmc.phase1_epochs=1",
+                           "cmc.phase2_epochs=1", *TINY], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = json.loads((scratch / "final_metrics.json").read_text())["all-single"]
+    summary = json.loads((scratch / "mmlm" / "summary.json").read_text())
+    assert branch["rank1"] == pytest.approx(final["rank1"], abs=1e-12)
+    assert branch["mAP"] == pytest.approx(final["mAP"], abs=1e-12)
+    assert branch["pair_precision"] == pytest.approx(summary["pair_precision"], abs=1e-12)
+
+
+@pytest.mark.slow
+def test_points_pair_each_budget_with_its_continued_snapshot(curve):
+    _, _, _, _, _, result = curve
+    runs = {(r["lr"], r["seed"], r["kind"], r["epochs"]): r for r in result["runs"]}
+    point = next(p for p in result["points"] if p["lr"] == 3.5e-4 and p["budget"] == 1)
+    assert point["seeds"] == [0, 1]
+    assert point["continued_rank1_per_seed"] == [runs[(3.5e-4, s, "cmc", 2)]["rank1"] for s in (0, 1)]
+    gains = [runs[(3.5e-4, s, "mmm", 1)]["rank1"] - runs[(3.5e-4, s, "cmc", 1)]["rank1"] for s in (0, 1)]
+    assert point["gain_over_cmc_per_seed"] == pytest.approx(gains)
+    oracle = runs[(3.5e-4, 0, "oracle", 1)]
+    assert oracle["pair_precision"] == 1.0
+
+
+@pytest.mark.slow
+def test_rerun_reuses_every_folder(curve):
+    base, _, env, args, _, result = curve
+    stamps = {r["run"]: (Path(r["run"]) / "final_metrics.json").stat().st_mtime_ns for r in result["runs"]}
+    _run(args, env)
+    again = json.loads((base / "work" / "budget_curve.json").read_text())
+    assert [(r["run"], r["rank1"]) for r in again["runs"]] == [(r["run"], r["rank1"]) for r in result["runs"]]
+    assert stamps == {r: (Path(r) / "final_metrics.json").stat().st_mtime_ns for r in stamps}
+
+
+# ---------------------------------------------------------------------------- plan and verdict
+def test_plan_shortens_the_seeds_outside_the_largest_and_adds_the_paper_lr():
+    args = SimpleNamespace(budgets=[16, 8, 32], seeds=[0, 1, 2], largest_seeds=[0, 1], lr=1e-4, paper_lr=3.5e-4,
+                           paper_lr_seeds=[0])
+    lines = budget_curve.plan_lines(args, delta=6)
+    assert [(x.lr, x.seed, x.budgets, x.top) for x in lines] == [
+        (1e-4, 0, (8, 16, 32), 38), (1e-4, 1, (8, 16, 32), 38), (1e-4, 2, (8, 16), 22), (3.5e-4, 0, (32,), 38)]
+    assert lines[2].snapshots == [8, 14, 16, 22]
+    assert budget_curve.schedule(3, 4) == ["cmc.phase1_epochs=3", "cmc.phase2_epochs=0"]
+    assert budget_curve.schedule(38, 4) == ["cmc.phase1_epochs=4", "cmc.phase2_epochs=34"]
+
+
+def test_branches_share_the_continued_snapshot_with_the_next_budget():
+    line = budget_curve.Line(1e-4, 0, (1, 2), 1)
+    names = [(b.kind, b.epochs) for b in budget_curve.branches_of(line, [2])]
+    assert names == [("cmc", 1), ("cmc", 2), ("mmm", 1), ("cmc", 3), ("mmm", 2), ("oracle", 2)]
+
+
+def _point(budget: int, gains_cmc: list[float], gains_cont: list[float], precision: float) -> dict:
+    import numpy as np
+
+    return {"lr": 1e-4, "budget": budget, "pair_precision": precision,
+            "gain_over_cmc_per_seed": gains_cmc, "gain_over_cmc": float(np.mean(gains_cmc)),
+            "gain_over_cmc_std": float(np.std(gains_cmc)), "gain_over_continued_per_seed": gains_cont,
+            "gain_over_continued": float(np.mean(gains_cont)), "gain_over_continued_std": float(np.std(gains_cont))}
+
+
+def test_verdict_needs_both_controls_beaten_beyond_the_spread_and_half_the_pairs_right():
+    points = [_point(8, [0.02, 0.03], [0.01, 0.02], 0.3),     # pairs mostly wrong
+              _point(16, [0.02, -0.01], [0.01, 0.02], 0.6),   # one seed below CMC only
+              _point(32, [0.03, 0.04], [0.02, 0.03], 0.6)]
+    assert budget_curve.verdict(points, 1e-4) == {"found": True, "budget": 32}
+    assert budget_curve.verdict(points[:2], 1e-4)["found"] is False
+
+
+def test_verdict_projects_the_budget_where_the_precision_reaches_one_half():
+    points = [_point(8, [0.0, 0.0], [0.0, 0.0], 0.2), _point(16, [0.0, 0.0], [0.0, 0.0], 0.3),
+              _point(32, [0.0, 0.0], [0.0, 0.0], 0.4)]
+    v = budget_curve.verdict(points, 1e-4)
+    assert v["found"] is False and v["slope_per_doubling"] == pytest.approx(0.1)
+    assert v["projected_budget"] == pytest.approx(64.0)  # +0.1 per doubling: 0.5 one doubling after 32
+    flat = budget_curve.verdict([_point(8, [0.0], [0.0], 0.3), _point(16, [0.0], [0.0], 0.2)], 1e-4)
+    assert flat["projected_budget"] is None
