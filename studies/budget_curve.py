@@ -465,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32, 64], help="CMC epochs (both phases)")
     parser.add_argument("--phase1", type=int, default=None,
                         help="phase-1 epochs of every budget (default: the preset's cmc.phase1_epochs)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2],
+                        help="seeds at the preset's learning rate (none: only the --paper-lr runs)")
     parser.add_argument("--largest-seeds", type=int, nargs="+", default=None,
                         help="the seeds run at the largest budget (default: every seed)")
     parser.add_argument("--paper-lr", type=float, default=3.5e-4, help="the paper's CMC learning rate")

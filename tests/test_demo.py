@@ -16,6 +16,8 @@ from vireid.demo import command as demo, pretrain
 from vireid.demo.pictures import ranked_list_picture
 from vireid.engine.pipeline import RunResult
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def test_pretraining_source_is_other_people_and_visible_only(tmp_path: Path):
     recipe = pretrain.PretrainRecipe(ids=5, images_per_camera=1)
@@ -156,16 +158,16 @@ def test_stage_summary_combines_start_stage_evaluations_quality_and_matching():
     assert set(demo.stage_summary(start, cmc_only, quality)) == {"start", "cmc"}
 
 
-def test_verdict_line_says_whether_mmm_beat_cmc_and_names_the_pair_precision_when_not():
+def test_verdict_line_says_whether_mmm_beat_cmc_and_points_to_the_budget_curve():
     mmlm = {"pair_precision": 0.2}
     below = demo.verdict_line({"cmc": {"rank1": 0.25}, "sca": {"rank1": 0.206}, "mmlm": mmlm})
-    assert below.startswith("full MMM ended 4.4 Rank-1 points below CMC only: ")
-    assert "20% of its cross-modal pairs" in below
-    above = demo.verdict_line({"cmc": {"rank1": 0.25}, "sca": {"rank1": 0.27}, "mmlm": mmlm})
-    assert above == "full MMM ended 2.0 Rank-1 points above CMC only."
+    assert below.startswith("full MMM ended 4.4 Rank-1 points below CMC only (20% of MMLM's cross-modal pairs ")
+    above = demo.verdict_line({"cmc": {"rank1": 0.25}, "sca": {"rank1": 0.27}})
+    assert above.startswith("full MMM ended 2.0 Rank-1 points above CMC only; ")
+    for line in (below, above):
+        assert line.endswith(f": {demo.BUDGET_CURVE_PAGE}.")
+    assert (REPO / demo.BUDGET_CURVE_PAGE).is_file()  # the page it points to exists
     assert demo.verdict_line({"cmc": {"rank1": 0.25}}) is None  # a CMC-only run has nothing to compare
-    assert demo.verdict_line({"cmc": {"rank1": 0.25}, "sca": {"rank1": 0.2}}) == \
-        "full MMM ended 5.0 Rank-1 points below CMC only."
 
 
 def test_mmlm_line_puts_the_pair_precision_next_to_its_chance_level():
