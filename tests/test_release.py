@@ -30,6 +30,16 @@ def test_pyproject_reads_the_version_from_the_package():
     assert re.search(r'^version\s*=\s*\{\s*attr\s*=\s*"vireid.__version__"\s*\}', text, re.MULTILINE)
 
 
+def test_citation_file_parses_and_names_the_package_version():
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0"
+    assert str(cff["version"]) == vireid.__version__
+    assert cff["title"] and cff["message"] and cff["authors"]
+    paper = cff["references"][0]
+    assert paper["title"] == "Multi-Memory Matching for Unsupervised Visible-Infrared Person Re-Identification"
+    assert paper["year"] == 2024 and paper["authors"][0]["family-names"] == "Shi"
+
+
 def test_all_lists_exactly_the_lazy_public_names():
     assert sorted(vireid.__all__) == sorted(dir(vireid))
     for name in vireid.__all__:
