@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from vireid import __version__
-from vireid.data.registry import dataset_names
+from vireid.data.registry import dataset_names, reader_class
 from vireid.errors import RunStoppedError, VireidError
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -217,7 +217,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         check_writable_folder(args.plots, "evaluate --plots")
     if args.features:
-        from vireid.data.registry import reader_class
         from vireid.evaluation.feature_file import evaluate_feature_file
 
         results = {args.protocol: evaluate_feature_file(args.features, reader_class(args.protocol).metric_protocol)}
@@ -231,7 +230,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                       trials=args.trials,
                                       options=ExtractOptions(batch_size=args.batch_size, device=args.device))
         used = len(next(iter(results.values()))["trials"]) if results else 0
-        origin = "--trials" if args.trials is not None else "the run's eval.trials; --trials changes it"
+        reader = reader_class(args.dataset)
+        if not getattr(reader, "random_gallery", True):
+            origin = (f"{getattr(reader, 'title', args.dataset)} has one fixed gallery per split, its test images "
+                      "of the other modality; --trials does not apply")
+        else:
+            origin = "--trials" if args.trials is not None else "the run's eval.trials; --trials changes it"
         print(f"gallery draws per protocol: {used} ({origin})")
     print(format_table(results))
     if args.plots:
