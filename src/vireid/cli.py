@@ -50,7 +50,8 @@ TRAIN_EXAMPLES = """examples:
   vireid train ... --profile paper cmc.phase1_epochs=10                # the paper's text; any KEY=VALUE
   vireid synth --out data/synth --ids 16 --height 64 --width 32 --seed 3   # tiny synthetic data, then:
   vireid train --preset smoke --data-root data/synth --output runs/smoke   # the pipeline in minutes on a CPU
-  torchrun --nproc_per_node 4 -m vireid train --dataset sysu --data-root /data/SYSU-MM01 --output runs/sysu
+  torchrun --nproc_per_node 4 -m vireid train --dataset sysu --data-root /data/SYSU-MM01 --output runs/sysu \\
+      sca.num_ids=8                                                    # 4 GPUs: batches must divide by 4
 
 The dataset presets load ImageNet weights (downloaded once, or model.weights_path) and want a GPU.
 Where to get SYSU-MM01, RegDB and LLCM and what to expect: docs/reproduce.md; every setting with its
