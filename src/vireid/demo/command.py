@@ -182,7 +182,7 @@ def verdict_line(summary: dict) -> str | None:
         return line + "."
     return (line + f": SCA trained on MMLM's shared labels, and {100 * precision:.0f}% of its cross-modal pairs "
             "joined the same person (what SCA reaches when they are right, on two sets of start weights: "
-            "docs/ablation.md).")
+            "docs/experiments/oracle-labels.md).")
 
 
 def mmlm_line(m: dict) -> str:
