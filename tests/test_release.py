@@ -1,5 +1,5 @@
-"""The version lives in one place (`vireid.__version__`): the package metadata, `vireid --version` and
-CITATION.cff all say the same, and CITATION.cff is valid Citation File Format YAML."""
+"""The version lives in one place (`vireid.__version__`): the package metadata, `vireid --version`,
+CITATION.cff and CHANGELOG.md all say the same, and CITATION.cff is valid Citation File Format YAML."""
 
 from __future__ import annotations
 
@@ -38,6 +38,13 @@ def test_citation_file_parses_and_names_the_package_version():
     paper = cff["references"][0]
     assert paper["title"] == "Multi-Memory Matching for Unsupervised Visible-Infrared Person Re-Identification"
     assert paper["year"] == 2024 and paper["authors"][0]["family-names"] == "Shi"
+
+
+def test_changelog_has_a_section_for_the_package_version():
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    assert "## [Unreleased]" in text
+    assert re.search(rf"^## \[{re.escape(vireid.__version__)}\] - \d{{4}}-\d{{2}}-\d{{2}}$", text, re.MULTILINE)
+
 
 
 def test_all_lists_exactly_the_lazy_public_names():
