@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared script of a GPU session (docs/reproduce.md, "Speed on a GPU"). In order:
+# The one prepared script of a GPU session (docs/scaling.md, "Measuring your machine"). In order:
 #   pytest       the unit tests of the code that runs on the GPU (CUDA cases included), fast ones only
 #   jaccard      pseudo-labels at 20,000 x 2048 with the features on CUDA: (Jaccard + DBSCAN) / bare kNN,
 #                checked against the scipy backend

@@ -1,6 +1,6 @@
 """Component ablation of MMM (method.md §8's table) on the demo's synthetic data or any dataset and preset.
 
-    python studies/ablation.py [--seeds 0 1 2] [--out docs/ablation.md] [--work DIR] [--preset demo]
+    python studies/ablation.py [--seeds 0 1 2] [--out docs/experiments/ablation-demo.md] [--work DIR] [--preset demo]
         [--dataset NAME --data-root DIR] [--variants "+MMLM" ... "full MMM"] [--png docs/images/ablation_bars.png]
         [--report FILE.html] [-- KEY=VALUE ...]
 
@@ -14,7 +14,8 @@ for "CMC only", the ARI of its last mixed visible+infrared clustering). KEY=VALU
 the options or after `--`) apply to every run and are listed in the written table. `--variants`
 trains only some SCA rows (on a CPU, e.g. `--variants "full MMM"` against CMC only).
 
-Outputs: the Markdown table (--out; the part from "## Notes" on is kept), a JSON of every number
+Outputs: the Markdown table (--out: between the page's `<!-- ablation:start -->` and
+`<!-- ablation:end -->` markers, else the whole page except its "## Notes" part), a JSON of every number
 (<work>/ablation.json), a bar chart of Rank-1 and mAP per row with error bars over seeds and the
 chance level (--png), and `vireid report`'s HTML page of the first seed's run folders (--report,
 default <work>/ablation_report.html). Finished run folders in --work are reused (only with the same
@@ -34,9 +35,11 @@ from matplotlib.figure import Figure
 
 from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
                         final_metrics, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
+from matching_study import replace_section
 from vireid.fileio import write_json
 
 START = "start weights (no training)"
+MARK_START, MARK_END = "<!-- ablation:start -->", "<!-- ablation:end -->"
 VARIANTS = (
     ("+MMLM", ["sca.intra=false", "sca.inter=false"]),
     ("+MMLM+intra", ["sca.inter=false"]),
@@ -107,6 +110,22 @@ def markdown(per_seed: dict[int, dict[str, dict]], info: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_page(out: Path, table: str) -> Path:
+    """Write the table into `out`: between its `<!-- ablation:start -->` and `<!-- ablation:end -->`
+    markers when it has them (an experiment record with its own title, question and answer around
+    them; the table's own title is left out), else as the whole page above its "## Notes" part."""
+    previous = out.read_text(encoding="utf-8") if out.exists() else ""
+    if MARK_START in previous and MARK_END in previous:
+        body = table.split("\n", 2)[2] if table.startswith("# ") else table
+        text = replace_section(previous, body, MARK_START, MARK_END)
+    else:
+        notes = previous[previous.index("\n## Notes"):] if "\n## Notes" in previous else ""
+        text = table + notes
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
+
+
 def bar_chart(per_seed: dict[int, dict[str, dict]], info: dict, path: Path) -> Path:
     """Rank-1 and mAP per row (mean over seeds, error bars = std), with the chance Rank-1."""
     fig = Figure(figsize=(10, 4.4), layout="constrained")
@@ -149,8 +168,9 @@ def write_ablation_report(per_seed: dict[int, dict[str, dict]], path: Path) -> P
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--out", default="docs/ablation.md",
-                        help="Markdown table written here (the part from '## Notes' on is kept)")
+    parser.add_argument("--out", default="docs/experiments/ablation-demo.md",
+                        help="Markdown page of the table: between its ablation markers, else all of it above "
+                             "'## Notes'")
     parser.add_argument("--work", default="runs/ablation", help="run folders (reused when complete)")
     parser.add_argument("--png", default="docs/images/ablation_bars.png", help="bar chart of Rank-1 and mAP per row")
     parser.add_argument("--report", default=None, help="HTML report of the first seed's runs "
@@ -177,11 +197,7 @@ def main() -> int:
             "protocol": start["protocol"], "chance": chance_rank1(setup, start["protocol"]),
             "minutes": (time.time() - t0) / 60}
     table = markdown(per_seed, info)
-    out = Path(args.out)
-    previous = out.read_text(encoding="utf-8") if out.exists() else ""
-    notes = previous[previous.index("\n## Notes"):] if "\n## Notes" in previous else ""  # kept below the table
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + notes, encoding="utf-8")
+    write_page(Path(args.out), table)
     write_json(work / "ablation.json", {"command": command, "setup": info["setup"], "protocol": info["protocol"],
                                         "chance_rank1": info["chance"], "per_seed": per_seed})
     bar_chart(per_seed, info, Path(args.png))

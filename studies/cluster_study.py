@@ -1,7 +1,7 @@
 """Cluster study: which per-modality clustering settings give MMLM clusters it can pair, on one model.
 
     python studies/cluster_study.py RUN_DIR [--k1 10 15 20 30] [--eps 0.35 0.4 ... 0.7]
-        [--out docs/mmlm.md] [--json FILE]
+        [--out docs/experiments/matching-and-clusters.md] [--json FILE]
     python studies/cluster_study.py --features FILE.npz [...]
 
 MMLM inherits the CMC model's per-modality clusters: a person split into several visible clusters or
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="DBSCAN radii")
     parser.add_argument("--match-k1", type=int, default=None,
                         help="k1 of the clusterings that are matched (default: the run's cluster.k1)")
-    parser.add_argument("--out", default="docs/mmlm.md", help="Markdown file whose cluster-study section is replaced")
+    parser.add_argument("--out", default="docs/experiments/matching-and-clusters.md", help="Markdown file whose cluster-study section is replaced")
     parser.add_argument("--json", default=None, help="every number (default: cluster_study.json beside the features)")
     return parser
 

@@ -1,6 +1,6 @@
 """Matching study: what drives MMLM's pair precision, on CMC models of increasing quality.
 
-    python studies/matching_study.py [--snapshots 2 4 8 16] [--work runs/matching_study] [--out docs/mmlm.md]
+    python studies/matching_study.py [--snapshots 2 4 8 16] [--work runs/matching_study] [--out docs/experiments/matching-and-clusters.md]
         [--json FILE] [--preset demo] [--dataset NAME --data-root DIR] [-- KEY=VALUE ...]
 
 Trains the CMC stage once (default: the demo preset with `cmc.phase1_epochs=8 cmc.phase2_epochs=8`,
@@ -202,7 +202,7 @@ def main() -> int:
     parser.add_argument("--snapshots", type=int, nargs="+", default=[2, 4, 8, 16],
                         help="global CMC epochs (1-based) after which the model is studied; 0 = start weights")
     parser.add_argument("--work", default="runs/matching_study", help="CMC run and snapshots (reused when finished)")
-    parser.add_argument("--out", default="docs/mmlm.md", help="Markdown file whose matching-study section is replaced")
+    parser.add_argument("--out", default="docs/experiments/matching-and-clusters.md", help="Markdown file whose matching-study section is replaced")
     parser.add_argument("--json", default=None, help="every number (default <work>/matching_study.json)")
     add_setup_arguments(parser)
     args = parser.parse_args()

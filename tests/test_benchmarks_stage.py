@@ -241,3 +241,29 @@ def test_oracle_job_plan_follows_the_options():
     assert [(j.curve, j.requested) for j in variant] == [("cmc", 1.0), ("mmlm", None)]
     assert all("sca.lr=0.01" in j.overrides() for j in variant)
     assert {j.folder for j in variant}.isdisjoint({j.folder for j in plain})
+
+
+def test_ablation_table_replaces_only_its_marked_section_of_a_record(tmp_path):
+    import ablation
+
+    table = "# Ablation (preset demo)\n\n| configuration | Rank-1 (%) |\n|---|---|\n| CMC only | 17.3 |\n"
+    record = tmp_path / "record.md"
+    record.write_text(f"# Stage ablation\n\n**Question.** q\n\n{ablation.MARK_START}\nold\n{ablation.MARK_END}\n\n"
+                      "## What it shows\nkept\n")
+    text = ablation.write_page(record, table).read_text()
+    assert text.startswith("# Stage ablation\n\n**Question.** q\n") and text.endswith("## What it shows\nkept\n")
+    assert "| CMC only | 17.3 |" in text and "old" not in text and "# Ablation (preset demo)" not in text
+    plain = tmp_path / "plain.md"  # a page without markers: the table, then its kept notes
+    plain.write_text("# Ablation (earlier)\nstale\n\n## Notes\nkept\n")
+    assert ablation.write_page(plain, table).read_text() == table + "\n## Notes\nkept\n"
+
+
+def test_the_studies_default_pages_exist_and_carry_their_markers():
+    import ablation
+    import cluster_study
+
+    for module, option in ((ablation, "--out"), (matching_study, "--out"), (cluster_study, "--out")):
+        source = Path(module.__file__).read_text()
+        default = source.split(f'"{option}", default="', 1)[1].split('"', 1)[0]
+        page = (REPO / default).read_text()
+        assert module.MARK_START in page and module.MARK_END in page, (module.__name__, default)

@@ -97,3 +97,66 @@ def test_evaluate_features_names_a_misshaped_array(tmp_path, capsys):
     path = _write_features(tmp_path / "f.npz", query_pids=np.array([0, 1, 2]))
     assert main(["evaluate", "--features", str(path)]) == 2
     assert "query_pids" in capsys.readouterr().err
+
+
+def _resolved_config(args, tmp_path, monkeypatch):
+    """The config `vireid train ARGS` would train with (the pipeline replaced by a recorder)."""
+    import vireid.engine.pipeline as pipeline
+
+    seen = {}
+
+    def fake_train(cfg, resume=False):
+        seen["cfg"] = cfg
+        return pipeline.RunResult(final={}, run_dir=tmp_path / "run")
+
+    monkeypatch.setattr(pipeline, "train", fake_train)
+    assert main(["train", *args, "--data-root", str(tmp_path), "--output", str(tmp_path / "run")]) == 0
+    return seen["cfg"]
+
+
+def _option_help(help_text: str, option: str) -> str:
+    """The help of one option, its lines joined."""
+    block = help_text.split(f"\n  {option}", 1)[1].split("\n  -", 1)[0]
+    return " ".join(block.split())
+
+
+@pytest.mark.parametrize("args, profile", [
+    (["--dataset", "sysu"], "reference"),
+    (["--dataset", "regdb"], "reference"),
+    (["--dataset", "llcm"], "reference"),
+    (["--preset", "smoke"], "paper"),
+    ([], "paper"),
+])
+def test_train_help_states_the_profile_each_choice_gets(args, profile, tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    profile_help = _option_help(text, "--profile")
+    assert "reference with the sysu, regdb and llcm presets" in profile_help
+    assert "paper with demo, smoke and bench and without a preset" in profile_help
+    assert "profile reference" in _option_help(text, "--dataset")
+    assert "profile paper" in _option_help(text, "--preset")
+    assert _resolved_config(args, tmp_path, monkeypatch).profile == profile
+
+
+def test_train_help_names_each_presets_output_folder(capsys):
+    from vireid.config import list_presets, load_config
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    output_help = _option_help(capsys.readouterr().out, "--output")
+    assert "runs/vireid for the others and without a preset" in output_help and load_config().output == "runs/vireid"
+    for preset in list_presets():
+        output = load_config(preset).output
+        assert output == "runs/vireid" or output in output_help, preset
+
+
+def test_train_help_has_examples_for_every_dataset_and_names_the_real_data_settings(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    examples = text.split("examples:", 1)[1].split("exit status:", 1)[0]
+    for dataset in ("sysu", "regdb", "llcm"):
+        assert f"--dataset {dataset}" in examples
+    for setting in ("data.trial=", "model.weights_path=", "--resume", "docs/reproduce.md", "docs/method.md"):
+        assert setting in examples, setting

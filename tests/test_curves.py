@@ -103,3 +103,19 @@ def test_training_curves_write_one_png_per_training_stage(tmp_path):
         with Image.open(path) as img:
             img.load()
             assert img.size[0] > 600 and img.size[1] > 300
+
+
+def test_the_cross_modality_agreement_legend_sits_under_its_axes():
+    # its labels are long ("both-modality clusters whose modalities agree on the identity"): inside the
+    # axes the legend covered the top of the plot, where the fractions and MMLM's stars are
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from vireid.viz.curves import stage_figure
+
+    fig = stage_figure(stage_panels(demo_like_events(), "cmc", with_mmlm=True), "CMC")
+    FigureCanvasAgg(fig).draw()
+    ax = next(a for a in fig.axes if a.get_title() == "cross-modality agreement")
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.y1 <= axes.y0, (legend, axes)  # display coordinates: y grows upwards
+    short = next(a for a in fig.axes if a.get_title().startswith("evaluation: Rank-1"))
+    assert short.get_legend().get_window_extent().overlaps(short.get_window_extent())  # short legends stay inside

@@ -161,7 +161,7 @@ def test_method_page_cites_only_its_own_sections():
 
 def test_citations_of_method_page_elsewhere_exist():
     sections = _sections(_text())
-    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "src").rglob("*.py")]
+    files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *(ROOT / "src").rglob("*.py")]
     dangling = []
     for path in files:
         for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -175,7 +175,7 @@ def test_citations_of_method_page_elsewhere_exist():
 
 def test_docs_cite_the_shipped_page_not_the_unshipped_spec():
     package = ROOT / "src" / "vireid"
-    files = [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *package.rglob("*.py"), *package.rglob("*.yaml")]
+    files = [ROOT / "README.md", *(ROOT / "docs").rglob("*.md"), *package.rglob("*.py"), *package.rglob("*.yaml")]
     stale = [f"{p.relative_to(ROOT)}:{n}" for p in files
              for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              if re.search(r"METHOD(\.md| *§)|DESIGN(\.md|\b)", line)]

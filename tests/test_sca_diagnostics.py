@@ -1,4 +1,4 @@
-"""SCA's two diagnostic switches (docs/ablation.md, "Why SCA on true labels"): a classifier that starts
+"""SCA's two diagnostic switches (docs/experiments/oracle-labels.md, "Why SCA on the true identities"): a classifier that starts
 from the shared classes' feature directions, and confidence weights fixed at one."""
 
 from __future__ import annotations

@@ -138,7 +138,7 @@ def test_index_is_reused_and_only_changed_files_or_a_new_checkpoint_re_embed(che
     assert counts["visible"] == len(g_paths) - 1
 
 
-def test_without_pid_folders_nothing_is_judged(checkpoint, dataset, tmp_path):
+def test_without_pid_folders_nothing_is_judged(checkpoint, dataset, tmp_path, capsys):
     gallery = tmp_path / "flat"
     gallery.mkdir()
     for i, path in enumerate(_images(dataset / "cam1")[:5]):
@@ -148,6 +148,7 @@ def test_without_pid_folders_nothing_is_judged(checkpoint, dataset, tmp_path):
     assert report["identities"] is False and report["topk"] == 5
     assert len(report["results"]) == 1 and "correct" not in report["results"][0]
     assert sorted(report["results"][0]["ranked"]) == sorted(str(p) for p in gallery.iterdir())
+    assert "ranked 5 gallery images for 1 query;" in capsys.readouterr().out  # one query, not "1 queries"
 
 
 def test_find_images_is_recursive_sorted_case_insensitive_and_skips_hidden(tmp_path):

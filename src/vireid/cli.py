@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from vireid import __version__
-from vireid.data.registry import dataset_names
+from vireid.data.registry import dataset_names, reader_class
 from vireid.errors import RunStoppedError, VireidError
 
 EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -40,6 +40,22 @@ INTERRUPTED = {
     "demo": "interrupted; rerun the same command with --resume to continue from the last finished epoch",
     "synth": "interrupted; the dataset was not written (the next synth starts afresh)",
 }
+
+TRAIN_EXAMPLES = """examples:
+  vireid train --dataset sysu --data-root /data/SYSU-MM01 --output runs/sysu
+  vireid train --dataset regdb --data-root /data/RegDB --output runs/regdb-3 data.trial=3   # RegDB split 1..10
+  vireid train --dataset llcm --data-root /data/LLCM --output runs/llcm
+  vireid train --dataset sysu --data-root /data/SYSU-MM01 --output runs/sysu --resume      # after Ctrl-C
+  vireid train ... model.weights_path=/models/resnet50-0676ba61.pth   # local ImageNet weights, no download
+  vireid train ... --profile paper cmc.phase1_epochs=10                # the paper's text; any KEY=VALUE
+  vireid synth --out data/synth --ids 16 --height 64 --width 32 --seed 3   # tiny synthetic data, then:
+  vireid train --preset smoke --data-root data/synth --output runs/smoke   # the pipeline in minutes on a CPU
+  torchrun --nproc_per_node 4 -m vireid train --dataset sysu --data-root /data/SYSU-MM01 --output runs/sysu \\
+      sca.num_ids=8                                                    # 4 GPUs: batches must divide by 4
+
+The dataset presets load ImageNet weights (downloaded once, or model.weights_path) and want a GPU.
+Where to get SYSU-MM01, RegDB and LLCM and what to expect: docs/reproduce.md; every setting with its
+default: docs/method.md."""
 
 CACHE_NOTE = ("Decoded images are cached in data.cache_dir, else $VIREID_CACHE_DIR, else ~/.cache/vireid "
               "(or $XDG_CACHE_HOME/vireid).")
@@ -88,14 +104,16 @@ def fraction(text: str) -> float:
     return value
 
 
-def _add_training_flags(p: argparse.ArgumentParser) -> None:
-    """Flags shared by every command that trains (train, demo)."""
+def _add_training_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
+    """Flags shared by every command that trains (train, demo); `default_preset` says in words which
+    preset applies when --preset is not given."""
     p.add_argument("--preset", default=None, help="packaged preset: sysu, regdb, llcm, demo, smoke, bench "
-                                                  "(default: the dataset's for train, demo for demo)")
+                                                  f"(default: {default_preset})")
     p.add_argument("--config", default=None, metavar="FILE", help="a YAML file applied after the preset")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="run folder: config.yaml, log.txt, metrics.jsonl, checkpoints/, plots/, final_metrics.json "
-                        "(default: the preset's `output`, e.g. runs/sysu)")
+                        "(default: the preset's `output`: runs/demo, runs/smoke, runs/bench; runs/vireid for the "
+                        "others and without a preset)")
     p.add_argument("--seed", type=int, default=None, help="one seed for every random choice (default: 0)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels; resume reproduces a run")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
@@ -103,7 +121,9 @@ def _add_training_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --output from its last readable checkpoint")
     p.add_argument("--profile", choices=("paper", "reference"), default=None,
-                   help="paper (default) or the released code's choices (docs/method.md §6)")
+                   help="paper (the paper's text) or reference (the released code's choices, docs/method.md §6); "
+                        "default: the preset's, i.e. reference with the sysu, regdb and llcm presets, paper with "
+                        "demo, smoke and bench and without a preset")
     p.add_argument("--stages", default=None, help="comma-separated subset of cmc,mmlm,sca (default: all)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides, e.g. cmc.phase1_epochs=10 sca.lambda_inter=0.1")
@@ -198,7 +218,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plots:
         check_writable_folder(args.plots, "evaluate --plots")
     if args.features:
-        from vireid.data.registry import reader_class
         from vireid.evaluation.feature_file import evaluate_feature_file
 
         results = {args.protocol: evaluate_feature_file(args.features, reader_class(args.protocol).metric_protocol)}
@@ -212,7 +231,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                       trials=args.trials,
                                       options=ExtractOptions(batch_size=args.batch_size, device=args.device))
         used = len(next(iter(results.values()))["trials"]) if results else 0
-        origin = "--trials" if args.trials is not None else "the run's eval.trials; --trials changes it"
+        reader = reader_class(args.dataset)
+        if not getattr(reader, "random_gallery", True):
+            origin = (f"{getattr(reader, 'title', args.dataset)} has one fixed gallery per split, its test images "
+                      "of the other modality; --trials does not apply")
+        else:
+            origin = "--trials" if args.trials is not None else "the run's eval.trials; --trials changes it"
         print(f"gallery draws per protocol: {used} ({origin})")
     print(format_table(results))
     if args.plots:
@@ -274,11 +298,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _sub(sub: Any, name: str, help_text: str, description: str, outputs: str) -> argparse.ArgumentParser:
-    """A sub-command parser whose help shows its description, where its outputs go and the exit codes."""
+def _sub(sub: Any, name: str, help_text: str, description: str, outputs: str,
+         examples: str = "") -> argparse.ArgumentParser:
+    """A sub-command parser whose help shows its description, where its outputs go, examples (kept
+    as written) and the exit codes."""
+    epilog = textwrap.fill("outputs: " + outputs, 92) + (f"\n\n{examples.strip()}" if examples else "")
     return sub.add_parser(name, help=help_text, description=textwrap.fill(description, 92),
-                          formatter_class=HelpFormatter,
-                          epilog=f"{textwrap.fill('outputs: ' + outputs, 92)}\n\n{EXIT_CODES}")
+                          formatter_class=HelpFormatter, epilog=f"{epilog}\n\n{EXIT_CODES}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, metavar="DIR",
                    help="where the synthetic dataset lives (generated if absent; default: "
                         "<cache>/demo-data)")
-    _add_training_flags(p)
+    _add_training_flags(p, "demo")
     p.set_defaults(func=cmd_demo)
 
     p = _sub(sub, "synth", "write a synthetic visible-infrared dataset in the SYSU-MM01 or RegDB layout",
@@ -335,10 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
              "created; a folder whose run never saved a checkpoint is reused.",
              "the run folder (--output): config.yaml, log.txt, metrics.jsonl, tb/, checkpoints/ (last.pt, "
              "prev.pt, cmc.pt, final.pt), pseudo_labels/, mmlm/, plots/, final_metrics.json; the final table "
-             "on stdout, progress and logs on stderr. " + CACHE_NOTE)
-    p.add_argument("--dataset", choices=dataset_names(), default=None, help="default: the preset's (sysu)")
+             "on stdout, progress and logs on stderr. " + CACHE_NOTE,
+             examples=TRAIN_EXAMPLES)
+    p.add_argument("--dataset", choices=dataset_names(), default=None,
+                   help="the dataset's reader (data.dataset); without --preset it also picks the preset of that "
+                        "name, so --dataset sysu, regdb or llcm trains with the released code's recipe (profile "
+                        "reference). Without --dataset: the preset's dataset, else sysu")
     p.add_argument("--data-root", default=None, metavar="DIR", help="the dataset's root folder (data.root)")
-    _add_training_flags(p)
+    _add_training_flags(p, "the preset named by --dataset; none without --dataset, i.e. the built-in "
+                           "defaults: SYSU-MM01 with the paper's settings (profile paper)")
     p.set_defaults(func=cmd_train)
 
     p = _sub(sub, "evaluate", "evaluate saved features or a checkpoint with the standard protocols",

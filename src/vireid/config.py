@@ -61,7 +61,7 @@ class ModelConfig:
     channels_last: bool = True  # CUDA only
     amp: bool = True  # CUDA only
     sync_bn: bool = True  # DDP only: BatchNorm statistics over the global batch, as in one process
-    compile: bool = False  # torch.compile the training model in place (first steps compile; see docs/reproduce.md)
+    compile: bool = False  # torch.compile the training model in place (first steps compile; see docs/scaling.md)
 
 
 @dataclass

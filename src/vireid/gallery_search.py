@@ -266,6 +266,12 @@ def search_gallery(
     plot_search_results(query_paths[:rows], gallery_paths, indices[:rows], scores[:rows],
                         None if correct is None else correct[:rows], out)
     drawn = "" if rows == len(query_paths) else f" (picture shows the first {rows})"
-    print(f"ranked {len(gallery_paths)} gallery images for {len(query_paths)} queries{drawn}; wrote {out} and "
+    print(f"ranked {counted(len(gallery_paths), 'gallery image')} for {counted(len(query_paths), 'query', 'queries')}"
+          f"{drawn}; wrote {out} and "
           f"{json_path}; gallery index: {facts['reused']} reused, {facts['embedded']} embedded")
     return dict(report, picture=str(out), json=str(json_path), cache=facts)
+
+
+def counted(n: int, one: str, many: str | None = None) -> str:
+    """`n` with its noun in the right number: 1 query, 2 queries, 0 gallery images."""
+    return f"{n} {one if n == 1 else (many or one + 's')}"

@@ -51,7 +51,9 @@ class LLCM:
     """
 
     name = "llcm"
+    title = "LLCM"
     metric_protocol = "llcm"
+    layout_markers = ("test_vis", "test_nir", "idx")  # what tells this layout apart (registry.detect_layouts)
 
     def __init__(self, root: str | Path) -> None:
         self.root = dataset_root(root, "LLCM", LAYOUT)

@@ -35,7 +35,10 @@ class RegDB:
     """
 
     name = "regdb"
+    title = "RegDB"
     metric_protocol = "regdb"
+    layout_markers = ("Visible", "Thermal", "idx")  # what tells this layout apart (registry.detect_layouts)
+    random_gallery = False  # the gallery is the split's test set: evaluation draws nothing
 
     def __init__(self, root: str | Path, trial: int = 1) -> None:
         if isinstance(trial, bool) or not isinstance(trial, int) or trial not in TRIALS:

@@ -81,9 +81,45 @@ def open_dataset(name: str, root: str | Path, trial: int = 1) -> DatasetReader:
     and LLCM have one fixed split; their gallery trials are drawn by `evaluation_splits`).
     """
     reader = reader_class(name)
-    if "trial" in inspect.signature(reader).parameters:
-        return reader(root, trial=trial)
-    return reader(root)
+    try:
+        if "trial" in inspect.signature(reader).parameters:
+            return reader(root, trial=trial)
+        return reader(root)
+    except DatasetLayoutError as err:
+        hint = other_layout_hint(name, root)
+        if hint is None:
+            raise
+        raise DatasetLayoutError(f"{err}; {hint}") from None
+
+
+def detect_layouts(root: str | Path) -> list[str]:
+    """The registered datasets whose folder layout `root` has: a reader class declares its layout by
+    `layout_markers`, relative paths that all exist in its root (readers without them are never
+    detected). Only looks at those paths; says nothing about whether the dataset is complete."""
+    path = absolute_root(root) if str(root).strip() else None
+    if path is None or not path.is_dir():
+        return []
+    found = []
+    for name in READERS:
+        try:
+            markers = getattr(reader_class(name), "layout_markers", ())
+        except (ImportError, AttributeError):  # a reader registered by a string that no longer imports
+            continue
+        if markers and all((path / marker).exists() for marker in markers):
+            found.append(name)
+    return found
+
+
+def other_layout_hint(name: str, root: str | Path) -> str | None:
+    """When `root` does not have dataset `name`'s layout but has another known one, the advice to
+    use that one ("... looks like a RegDB root: use --dataset regdb"); else None."""
+    found = detect_layouts(root)
+    key = str(name).strip().lower()
+    if key in found or not found:
+        return None
+    titles = " or ".join(getattr(reader_class(n), "title", n) for n in found)
+    choices = " or ".join(f"--dataset {n}" for n in found)
+    return f"it looks like a {titles} root: use {choices} (setting data.dataset)"
 
 
 # ---------------------------------------------------------------- shared by the readers

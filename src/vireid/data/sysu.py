@@ -44,7 +44,9 @@ class SYSUMM01:
     """
 
     name = "sysu"
+    title = "SYSU-MM01"
     metric_protocol = "sysu"
+    layout_markers = ("cam1", "cam3", "exp")  # what tells this layout apart (registry.detect_layouts)
 
     def __init__(self, root: str | Path) -> None:
         self.root = dataset_root(root, "SYSU-MM01", LAYOUT)

@@ -94,9 +94,23 @@ def report_plan(run: RunFolder, plan: Plan, resume: bool) -> dict | None:
         if is_main():
             os.replace(path, path.with_name(path.name + ".damaged"))
     if plan.state is not None:
-        run.log(f"resuming after {plan.state['stage']} epoch {plan.state['epoch'] + 1} "
-                f"({Path(plan.state['path']).name})")
+        run.log(resume_line(plan.state, run.path))
     elif resume:
         run.log(f"WARNING: {run.path} holds no checkpoint yet; the run starts from the beginning",
                 level=logging.WARNING)
     return plan.state
+
+
+def resume_line(state: dict, run_dir: Path) -> str:
+    """What resuming from checkpoint `state` does, in words: a finished run (final_metrics.json) is
+    only evaluated again; a stage without epochs (MMLM) is not said to have any."""
+    name = Path(state["path"]).name
+    results = Path(run_dir) / "final_metrics.json"
+    if results.is_file():
+        return (f"{run_dir} holds a finished run: --resume evaluates its final model ({name}) again and "
+                f"rewrites {results}")
+    if state["stage"] == "done":  # trained, but killed before final_metrics.json was written
+        return f"the run's training had finished ({name}): evaluating its final model and writing {results}"
+    if state["epoch"] < 0:  # a checkpoint written between two stages (cmc.pt)
+        return f"resuming at the start of the {state['stage'].upper()} stage ({name})"
+    return f"resuming after {state['stage'].upper()} epoch {state['epoch'] + 1} ({name})"

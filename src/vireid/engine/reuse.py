@@ -55,6 +55,10 @@ def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
             raise RunFolderError(f"output folder {path} holds other files, not a vireid run; choose another "
                                  "--output or an empty folder")
         return False
+    if not resume and (path / "final_metrics.json").is_file():
+        raise RunFolderError(f"output folder {path} holds a finished run (results in {path / 'final_metrics.json'}); "
+                             "choose another --output for a new run, or add --resume to evaluate its final model "
+                             "again")
     if not resume:
         raise RunFolderError(
             f"output folder {path} already holds a run; use --resume to continue it "

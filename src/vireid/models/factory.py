@@ -8,6 +8,8 @@ rebuilds a trained model from a vireid checkpoint. Every problem with a weights 
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -168,7 +170,9 @@ def load_start_weights(model: TwoStreamAGW, state: Mapping[str, torch.Tensor], s
 def _download_imagenet(arch: str) -> dict[str, Any]:
     weights = getattr(tv_models, ARCHS[arch][1]).IMAGENET1K_V1
     try:
-        return weights.get_state_dict(progress=True)
+        # torch.hub prints its "Downloading: ..." line to stdout, which holds only results in vireid
+        with contextlib.redirect_stdout(sys.stderr):
+            return weights.get_state_dict(progress=True)
     except Exception as exc:  # noqa: BLE001 - URLError, OSError, hash mismatch: all mean "no weights here"
         name = Path(weights.url).name
         raise VireidError(

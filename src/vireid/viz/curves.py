@@ -28,6 +28,8 @@ MMLM_KEYS = (("pair_precision", "MMLM pair precision"), ("ari_transferred", "MML
              ("ari_all", "shared-label ARI (MMLM)"))
 # CMC's sub-timings of one clustering: part of seconds_cluster, not drawn twice.
 SUB_TIMINGS = {"seconds_cluster_visible", "seconds_cluster_infrared"}
+# A legend with a label longer than this (characters) would cover much of a panel: it goes under the axes.
+LONG_LABEL = 30
 # Legend names where the key alone would mislead.
 LABELS = {"loss": "loss (total)", "ce_visible": "CE of the confidence pass, visible",
           "ce_infrared": "CE of the confidence pass, infrared"}
@@ -277,8 +279,10 @@ def draw_panel(ax: Any, panel: Panel, marks: dict[float, str] | None = None,
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     entries = sum(s.in_legend for s in panel.series)
-    if entries > 4:  # a long legend goes under the axes, where it hides no line
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, frameon=False)
+    longest = max((len(s.label) for s in panel.series if s.in_legend), default=0)
+    if entries > 4 or longest > LONG_LABEL:  # a long legend goes under the axes, where it hides no line
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1 if longest > LONG_LABEL else 2,
+                  frameon=False)
     else:
         ax.legend(fontsize=7, loc="best", framealpha=0.8)
 
