@@ -167,6 +167,7 @@ def epoch_records(run: Path) -> list[dict]:
         rec = json.loads(raw) if raw.strip() else {}
         if rec.get("event") == "epoch" and rec.get("stage") == "cmc":
             records.append({"epoch": int(rec["epoch"]), "phase": rec.get("phase"),
+                            "seconds": rec.get("seconds_cluster", 0.0) + rec.get("seconds_train", 0.0),
                             **{k: rec[k] for k in EPOCH_KEYS if k in rec}})
     return records
 
@@ -343,8 +344,9 @@ def markdown(points: list[dict], epochs: dict[str, list[dict]], lines: list[Line
                                 f"precision ≥ 0.5 from {v['budget']} CMC epochs on." if v["found"] else
                                 "no budget run here has full MMM above CMC only and CMC-continued beyond the "
                                 "seed spread with a pair precision ≥ 0.5" + _trend(v)),
-            f"Time: {info['minutes_total']:.0f} min of runs measured by this command ({info['timed_runs']} runs "
-            "it trained; reused runs keep the time of the command that made them in the JSON)."]
+            "Time: CMC epochs (clustering + training, from the runs' metrics.jsonl) "
+            + ", ".join(f"{name} {m:.0f} min" for name, m in info["cmc_minutes_per_line"].items())
+            + f"; the branches this command trained: {info['minutes_branches']:.0f} min."]
     return "\n".join(out) + "\n"
 
 
@@ -444,6 +446,7 @@ def write_outputs(runs: list[dict], lines: list[Line], work: Path, info: dict, a
     epochs = {line.name: epoch_records(work / line.name / "cmc") for line in lines
               if (work / line.name / "cmc" / "metrics.jsonl").is_file()}
     info["verdict"] = verdict(points, args.lr)
+    info["cmc_minutes_per_line"] = {name: sum(r["seconds"] for r in recs) / 60 for name, recs in epochs.items()}
     info["start_nn"] = next((recs[0].get("nn_infrared_to_visible", math.nan) for recs in epochs.values()
                              if recs and recs[0]["epoch"] == 0), math.nan)
     table = markdown(points, epochs, lines, info)
@@ -507,7 +510,7 @@ def main() -> int:
     jobs = [(line, branch) for line in lines for branch in branches_of(line, args.oracle_budgets)]
     runs: list[dict] = []
     table = ""
-    for i, line in enumerate(lines):
+    for line in lines:
         t0 = time.time()
         trained = not finished(work / line.name / "cmc")
         train_line(setup, work, line, phase1)
@@ -522,10 +525,8 @@ def main() -> int:
             print(f"[{len(runs)}/{len(jobs)}] {line.name} {branch.kind}-e{branch.epochs:03d}: "
                   f"{ {k: runs[-1][k] for k in ('rank1', 'mAP', 'pair_precision', 'error') if k in runs[-1]} }",
                   flush=True)
-        relevant = [str(work / x.name / "cmc") for x in lines[: i + 1]] + [r["run"] for r in runs]
-        info.update(done=sum("error" not in r for r in runs), total=len(jobs), timed_runs=sum(k in timings for k in relevant),
-                    minutes_total=sum(timings.get(k, 0.0) for k in relevant) / 60,
-                    minutes_per_line={x.name: timings.get(str(work / x.name / "cmc"), math.nan) / 60 for x in lines})
+        info.update(done=sum("error" not in r for r in runs), total=len(jobs),
+                    minutes_branches=sum(timings.get(r["run"], 0.0) for r in runs) / 60)
         table = write_outputs(runs, lines, work, info, args)
     print(table)
     failed = [r for r in runs if "error" in r]
