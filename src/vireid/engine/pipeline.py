@@ -30,7 +30,7 @@ from vireid.engine.device import seed_everything, select_device, set_determinist
 from vireid.engine.evaluate import Evaluator
 from vireid.engine.hooks import Checkpointer, Hook, MetricsLogger, PeriodicEvaluator
 from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage, oracle_shared_labels
-from vireid.engine.preflight import check_divisible_by_ranks, preflight, report_plan  # noqa: F401 - re-exported
+from vireid.engine.preflight import preflight, report_plan
 from vireid.engine.reuse import holds_run
 from vireid.engine.run import RunFolder
 from vireid.engine.sca import prepare_sca_model, sca_stage

@@ -39,7 +39,7 @@ def preflight(cfg: Config, resume: bool, world_size: int = 1) -> Plan:
     """Check the run's inputs and outputs; a VireidError names the first problem. Creates nothing
     (the start-weight providers of `model.pretrained`, e.g. the demo's, may fill their cache)."""
     validate(cfg)
-    check_divisible_by_ranks(cfg, world_size)
+    check_batches_cover_ranks(cfg, world_size)
     output = Path(cfg.output)
     check_writable_folder(output, "--output (setting 'output')")
     continuing = check_reuse(output, cfg, resume)
@@ -71,18 +71,19 @@ def check_start_weights(cfg: Config) -> None:
         create_model(cfg.model)
 
 
-def check_divisible_by_ranks(cfg: Config, world_size: int) -> None:
-    """Each rank trains on an equal slice of every global batch: the batch sizes must divide by the
-    number of ranks, or identities would be dropped from every batch."""
+def check_batches_cover_ranks(cfg: Config, world_size: int) -> None:
+    """Each rank trains on its share of every global batch (`data.samplers.rank_share`: shares differ by
+    at most one sample, so nothing has to divide by the number of ranks), but every rank needs at
+    least one sample per modality: the global batch must hold as many samples as there are ranks."""
     if world_size <= 1:
         return
-    wrong = [f"{key}={value}" for key, value, used in
-             (("cmc.batch_size", cfg.cmc.batch_size, "cmc" in cfg.stages),
-              ("sca.num_ids", cfg.sca.num_ids, "sca" in cfg.stages)) if used and value % world_size]
+    sizes = (("cmc.batch_size", cfg.cmc.batch_size, "cmc" in cfg.stages),
+             ("sca.num_ids × sca.num_instances", cfg.sca.num_ids * cfg.sca.num_instances, "sca" in cfg.stages))
+    wrong = [f"{key} = {value}" for key, value, used in sizes if used and value < world_size]
     if wrong:
-        raise ConfigError(f"{' and '.join(wrong)} must be a multiple of the {world_size} processes torchrun "
-                          "started (each takes an equal slice of every batch); change the setting or the "
-                          "process count")
+        raise ConfigError(f"{' and '.join(wrong)} samples per batch cannot feed the {world_size} processes torchrun "
+                          "started (each trains on its share of every batch, at least one sample); use fewer "
+                          "processes or a larger batch")
 
 
 def report_plan(run: RunFolder, plan: Plan, resume: bool) -> dict | None:
