@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.config import Config, ModelConfig
+from vireid.config import Config
 from vireid.data.registry import DatasetReader
 from vireid.data.samplers import IdentitySampler
 from vireid.engine import distributed
 from vireid.engine.checkpoint import restore_rng
 from vireid.engine.cmc import cmc_stage
 from vireid.engine.context import RunContext
-from vireid.engine.device import seed_everything, select_device, set_deterministic
+from vireid.engine.device import seed_everything, select_device, set_deterministic, wrap_model  # noqa: F401 - wrap_model re-exported
 from vireid.engine.evaluate import Evaluator
 from vireid.engine.hooks import Checkpointer, Hook, MetricsLogger, PeriodicEvaluator
 from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage, oracle_shared_labels
@@ -175,24 +175,6 @@ class Pipeline:
         self.summaries[stage] = {"eval": {name: {k: v for k, v in res.items() if k not in ("trials", "cmc")}
                                           for name, res in (results or {}).items()}}
         self.ctx.after_stage(stage, model)
-
-
-def wrap_model(model: nn.Module, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
-    """Move to the device; under torchrun, wrap in DDP (on GPUs with SyncBatchNorm when
-    `model.sync_bn`; PyTorch's SyncBatchNorm has no CPU kernels, so gloo runs keep per-process BN); with
-    `model.compile`, compile the result in place: parameter names and checkpoints stay as they are
-    without it (no `_orig_mod.` wrapper), so optimiser groups and resume do not depend on the switch."""
-    model = model.to(device)
-    if model_cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if distributed.is_distributed():
-        if model_cfg.sync_bn and device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if model_cfg.compile:
-        model.compile()
-    return model
 
 
 def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:
