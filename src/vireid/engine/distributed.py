@@ -10,10 +10,15 @@ DDP's gradient average is the mean over the global batch.
 from __future__ import annotations
 
 import os
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from vireid.errors import VireidError
+
+T = TypeVar("T")
 
 
 def is_distributed() -> bool:
@@ -33,6 +38,38 @@ def is_main() -> bool:
 
 def launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def launch_rank() -> int:
+    """This process's rank as torchrun set it (0 without torchrun): valid before the process group
+    exists and after it is gone, so the command line can let rank 0 alone print results."""
+    return int(os.environ["RANK"]) if launched_by_torchrun() else 0
+
+
+def agree(step: Callable[[], T], undo: Callable[[T], object] | None = None) -> T:
+    """Run `step` on every rank; when it raises a VireidError on any rank, every rank raises the
+    lowest such rank's error (a rank whose own step succeeded first calls `undo` on its result),
+    marked `told_by_rank0` on ranks other than 0 so that the command line prints it once. Without
+    DDP: `step()`. Collectives inside `step` must be reached by every rank or by none.
+    """
+    try:
+        result, error = step(), None
+    except VireidError as err:
+        result, error = None, err
+    if not is_distributed():
+        if error is not None:
+            raise error
+        return result
+    errors: list = [None] * world()[1]
+    dist.all_gather_object(errors, error)
+    first = next((e for e in errors if e is not None), None)
+    if first is None:
+        return result
+    if error is None and undo is not None:
+        undo(result)
+    if not is_main():
+        first.told_by_rank0 = True
+    raise first
 
 
 def init_from_environment(device: torch.device) -> torch.device:

@@ -11,6 +11,7 @@ before is kept as `prev.pt`: a damaged `last.pt` costs one epoch, not the run.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -30,11 +31,11 @@ from vireid.engine.device import seed_everything, select_device, set_determinist
 from vireid.engine.evaluate import Evaluator
 from vireid.engine.hooks import Checkpointer, Hook, MetricsLogger, PeriodicEvaluator
 from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage, oracle_shared_labels
-from vireid.engine.preflight import preflight, report_plan
+from vireid.engine.preflight import open_run, report_plan
 from vireid.engine.reuse import holds_run
 from vireid.engine.run import RunFolder
 from vireid.engine.sca import prepare_sca_model, sca_stage
-from vireid.engine.trainset import TrainSet, build_train_set
+from vireid.engine.trainset import TrainSet
 from vireid.errors import NoClustersError, VireidError
 from vireid.models.factory import create_model, load_trained_weights, unwrap_model
 from vireid.viz import plot_cmc, plot_training_curves
@@ -180,45 +181,53 @@ class Pipeline:
 def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:
     """Run the configured stages on the configured dataset (one process or one rank of torchrun).
 
-    Inputs and outputs are checked before the run folder is created (`preflight`). A VireidError
+    Inputs and outputs are checked, and the images decoded, before the run folder is created; the
+    folder stays locked against other writers until the run ends (`preflight.open_run`). A VireidError
     stops the run with its reason in log.txt; a RunStoppedError (no clusters) writes no
-    final_metrics.json, so nothing looks finished.
+    final_metrics.json, so nothing looks finished. Ranks other than 0 write nothing and, under torchrun,
+    show no Python warnings (rank 0 shows each once).
     """
     device = distributed.init_from_environment(select_device(cfg.device))
     set_deterministic(cfg.deterministic)
-    rank, world_size = distributed.world()
-    plan = preflight(cfg, resume, world_size)
-    seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
-    run = RunFolder(cfg.output, config=cfg, resume=resume, rank=rank)
+    rank = distributed.world()[0]
     finished = False
-    try:
-        run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{plan.dataset.describe()}")
-        state = report_plan(run, plan, resume)
-        ctx = RunContext.from_config(cfg, run, device)
-        train_set = build_train_set(plan.dataset, cfg.data.height, cfg.data.width, ctx.cache_dir)
-        pipe = Pipeline(cfg, ctx, plan.dataset, train_set, state, hooks)
-        model = pipe.run()
-        final = pipe.evaluator.last if pipe.evaluator.done else pipe.evaluator(model, "final")
-        if distributed.is_main():
-            run.write_json("final_metrics.json", final)
-            _plots(run, final, model)
-            run.log(f"done: {run.path / 'final_metrics.json'}")
-        finished = True
-        return RunResult(final or {}, pipe.summaries, dict(pipe.checkpointer.saved), run.path, unwrap_model(model))
-    except VireidError as err:
-        run.log(f"stopped: {err}", level=logging.ERROR, console=False)  # the command line prints it once
-        raise
-    except KeyboardInterrupt:
-        run.log("interrupted; `--resume` continues from the last finished epoch", level=logging.WARNING,
-                console=False)
-        raise
-    except Exception:
-        run.log("stopped by an unexpected error", level=logging.ERROR, console=False)
-        logging.getLogger("vireid").debug("traceback", exc_info=True, extra={"file_only": True})
-        raise
-    finally:
-        run.close()
-        distributed.shutdown(clean=finished)
+    with warnings.catch_warnings():
+        if rank:
+            warnings.simplefilter("ignore")
+        try:
+            plan, run = open_run(cfg, resume)
+        except BaseException as err:  # a VireidError here is every rank's: they leave together
+            distributed.shutdown(clean=isinstance(err, VireidError))
+            raise
+        seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
+        try:
+            run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{plan.dataset.describe()}")
+            state = report_plan(run, plan, resume)
+            ctx = RunContext.from_config(cfg, run, device)
+            pipe = Pipeline(cfg, ctx, plan.dataset, plan.train_set, state, hooks)
+            model = pipe.run()
+            final = pipe.evaluator.last if pipe.evaluator.done else pipe.evaluator(model, "final")
+            if distributed.is_main():
+                run.write_json("final_metrics.json", final)
+                _plots(run, final, model)
+                run.log(f"done: {run.path / 'final_metrics.json'}")
+            finished = True
+            return RunResult(final or {}, pipe.summaries, dict(pipe.checkpointer.saved), run.path, unwrap_model(model))
+        except VireidError as err:
+            run.log(f"stopped: {err}", level=logging.ERROR, console=False)  # the command line prints it once
+            raise
+        except KeyboardInterrupt:
+            run.log("interrupted; `--resume` continues from the last finished epoch", level=logging.WARNING,
+                    console=False)
+            raise
+        except Exception:
+            run.log("stopped by an unexpected error", level=logging.ERROR, console=False)
+            logging.getLogger("vireid").debug("traceback", exc_info=True, extra={"file_only": True})
+            raise
+        finally:
+            run.close()
+            plan.release()
+            distributed.shutdown(clean=finished)
 
 
 def _plots(run: RunFolder, final: dict | None, model: nn.Module) -> None:
