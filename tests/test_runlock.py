@@ -106,6 +106,15 @@ def test_train_refuses_a_folder_another_run_holds_and_writes_nothing_there(holde
     assert sorted(p.name for p in folder.iterdir()) == [RUN_LOCK]  # the holder's run is untouched
 
 
+def test_demo_refuses_a_folder_another_run_holds_before_generating_data(holder, tmp_path, capsys):
+    folder = tmp_path / "run"
+    proc = holder(folder)
+    assert main(["demo", "--data", str(tmp_path / "data"), "--output", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("vireid demo: error: run folder") and f"process {proc.pid}" in err[0]
+    assert not (tmp_path / "data").exists()
+
+
 def test_locking_creates_missing_folders_and_a_refused_run_removes_only_those(tmp_path):
     existing = tmp_path / "empty"
     existing.mkdir()
