@@ -127,6 +127,20 @@ def test_train_checks_its_inputs_before_creating_the_run_folder(case, dataset, c
     assert not out.exists()  # nothing to block the same command once fixed
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_unreadable_image_stops_train_before_the_run_folder_exists(split, dataset, tmp_path, capsys):
+    import shutil
+
+    root = Path(shutil.copytree(dataset, tmp_path / "data"))
+    pid = int((root / "exp" / f"{split}_id.txt").read_text().split(",")[0])
+    broken = sorted((root / "cam1" / f"{pid:04d}").glob("*.jpg"))[0]
+    broken.write_text("a text file named .jpg")
+    out = tmp_path / "runs" / "run"
+    line = _one_line(capsys, main(_train(root, out)))
+    assert line.startswith("vireid train: error: cannot read image") and str(broken) in line
+    assert not (tmp_path / "runs").exists()  # neither the run folder nor the parent its lock created
+
+
 @pytest.mark.parametrize("state", ["missing", "empty"])
 def test_resume_of_a_folder_without_a_run_is_an_error_naming_it(state, dataset, tmp_path, capsys):
     out = tmp_path / "mistyped"

@@ -49,12 +49,12 @@ class TinyHead(nn.Module):
         return ModelOutput(f, f, self.classifier(f))
 
 
-def _batch():
-    """One SCA batch laid out [visible view 1, view 2, infrared], IDS identities x K each, identity-major."""
+def _batch(ids: int = IDS, k: int = K):
+    """One SCA batch laid out [visible view 1, view 2, infrared], `ids` identities x `k` each, identity-major."""
     gen = torch.Generator().manual_seed(1)
-    y = torch.arange(IDS).repeat_interleave(K)
-    x = torch.randn(3, IDS * K, 5, generator=gen) + y[None, :, None].float()
-    w = torch.rand(3, IDS * K, generator=gen)
+    y = torch.arange(ids).repeat_interleave(k)
+    x = torch.randn(3, ids * k, 5, generator=gen) + y[None, :, None].float()
+    w = torch.rand(3, ids * k, generator=gen)
     protos = [torch.rand(CLASSES, DIM, generator=gen) for _ in range(3)]
     return x, y, w, protos
 
@@ -70,25 +70,32 @@ def _terms(model: nn.Module, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor, 
     return sca_losses(out, y, y, torch.cat([w[0], w[1], w[2]]), conf, _sca_config(), epoch=5)
 
 
-def _split_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+def _split_worker(rank: int, world: int, port: int, out_dir: str, ids: int, k: int) -> None:
+    from vireid.data.samplers import rank_share
+    from vireid.engine.sca import rank_objective
+
     _join(rank, world, port)
     model = nn.parallel.DistributedDataParallel(TinyHead())
-    x, y, w, protos = _batch()
-    share = slice(rank * IDS * K // world, (rank + 1) * IDS * K // world)  # this rank's identities
+    x, y, w, protos = _batch(ids, k)
+    share = rank_share(ids * k, rank, world)  # this rank's samples, as the identity sampler splits them
     terms = _terms(model, x[:, share], y[share], w[:, share], protos)
-    sum(terms.values()).backward()
-    torch.save({"terms": {k: v.detach() for k, v in terms.items()},
+    rank_objective(terms, share.stop - share.start, ids * k).backward()
+    torch.save({"terms": {k: v.detach() for k, v in terms.items()}, "rows": share.stop - share.start,
                 "grads": [p.grad.clone() for p in model.parameters()]}, Path(out_dir) / f"rank{rank}.pt")
     dist.destroy_process_group()
 
 
-def test_a_batch_split_over_two_ranks_gives_the_single_process_triplet_mmd_and_gradients(tmp_path):
-    mp.spawn(_split_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+@pytest.mark.parametrize("world,ids,k", [(2, IDS, K), (3, 4, 2)], ids=["two-equal-shares", "three-unequal-shares"])
+def test_a_batch_split_over_ranks_gives_the_single_process_triplet_mmd_and_gradients(world, ids, k, tmp_path):
+    # 12 samples over 2 ranks: 6 + 6; 8 samples over 3 ranks: 2 + 3 + 3, identities cut across ranks
+    mp.spawn(_split_worker, args=(world, _free_port(), str(tmp_path), ids, k), nprocs=world, join=True)
     model = TinyHead()
-    x, y, w, protos = _batch()
+    x, y, w, protos = _batch(ids, k)
     terms = _terms(model, x, y, w, protos)
     sum(terms.values()).backward()
-    for rank in range(2):
+    rows = [torch.load(tmp_path / f"rank{rank}.pt")["rows"] for rank in range(world)]
+    assert sum(rows) == ids * k and (world == 2 or len(set(rows)) == 2)
+    for rank in range(world):
         got = torch.load(tmp_path / f"rank{rank}.pt")
         for name in ("triplet", "inter"):  # computed on the gathered global batch by every rank
             torch.testing.assert_close(got["terms"][name], terms[name], rtol=1e-5, atol=1e-6)
@@ -162,13 +169,43 @@ def test_the_confidence_pass_sharded_over_ranks_equals_one_process(tmp_path):
             torch.testing.assert_close(got[key], single[key], rtol=1e-4, atol=1e-5)
 
 
-def test_batch_sizes_must_divide_by_the_number_of_ranks():
-    from vireid.engine.pipeline import check_divisible_by_ranks
+PRESETS = ("sysu", "regdb", "llcm", "demo", "smoke", "bench")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_trains_on_1_2_4_and_8_processes_with_the_global_batch_it_sets(preset):
+    from vireid.data.samplers import ClusterSampler, IdentitySampler, warmup_batches
+    from vireid.engine.preflight import check_batches_cover_ranks
+
+    cfg = load_config(preset)
+    labels = np.repeat(np.arange(40), 6)  # 40 clusters/identities of 6 samples in each modality
+    cams = np.tile(np.arange(6), 40)
+    for world in (1, 2, 4, 8):
+        check_batches_cover_ranks(cfg, world)
+        cmc = [list(ClusterSampler(labels, cams, batch_size=cfg.cmc.batch_size, num_instances=cfg.cmc.num_instances,
+                                   iterations=2, seed=0, rank=r, world_size=world)) for r in range(world)]
+        sca = [list(IdentitySampler(labels, labels, num_ids=cfg.sca.num_ids, num_instances=cfg.sca.num_instances,
+                                    iterations=2, seed=0, rank=r, world_size=world)) for r in range(world)]
+        per = cfg.sca.num_ids * cfg.sca.num_instances
+        warm = [list(warmup_batches(labels, labels, per, np.random.default_rng(0), r, world)) for r in range(world)]
+        single_cmc = list(ClusterSampler(labels, cams, batch_size=cfg.cmc.batch_size,
+                                         num_instances=cfg.cmc.num_instances, iterations=2, seed=0))
+        single_sca = list(IdentitySampler(labels, labels, num_ids=cfg.sca.num_ids,
+                                          num_instances=cfg.sca.num_instances, iterations=2, seed=0))
+        for b in range(2):  # the ranks' shares are non-empty and together exactly the single-process batch
+            assert all(len(shares[b]) > 0 for shares in cmc)
+            assert sum((shares[b] for shares in cmc), []) == single_cmc[b]
+            for m in range(2):
+                assert all(len(shares[b][m]) > 0 for shares in sca + warm)
+                np.testing.assert_array_equal(np.concatenate([shares[b][m] for shares in sca]), single_sca[b][m])
+            assert sum(len(shares[b][0]) for shares in warm) == per
+
+
+def test_a_batch_smaller_than_the_number_of_processes_is_refused_before_the_run():
+    from vireid.engine.preflight import check_batches_cover_ranks
     from vireid.errors import ConfigError
 
-    cfg = load_config("sysu")  # cmc.batch_size 128, sca.num_ids 6 (reference)
-    check_divisible_by_ranks(cfg, 1)
-    check_divisible_by_ranks(cfg, 2)
-    with pytest.raises(ConfigError, match="sca.num_ids=6 must be a multiple of the 4 processes"):
-        check_divisible_by_ranks(cfg, 4)
-    check_divisible_by_ranks(load_config("sysu", ["sca.num_ids=8"]), 4)
+    cfg = load_config("smoke")  # cmc.batch_size 16, sca 2 identities x 4
+    check_batches_cover_ranks(cfg, 8)
+    with pytest.raises(ConfigError, match="sca.num_ids × sca.num_instances = 8 samples per batch cannot feed the 9"):
+        check_batches_cover_ranks(cfg, 9)

@@ -1,5 +1,6 @@
-"""DDP on CPU (gloo): features gathered from two ranks equal a single-process extraction, and a
-two-process torchrun of the smoke pipeline completes with one run folder written by rank 0."""
+"""DDP on CPU (gloo): features gathered from two ranks equal a single-process extraction; two- and
+four-process torchrun runs of the smoke preset as shipped complete with one run folder written by rank 0
+and every result said once; a run refused under torchrun is one line and exit status 2 on every process."""
 
 from __future__ import annotations
 
@@ -67,19 +68,56 @@ def test_gathered_features_equal_single_process_extraction(tmp_path):
         torch.testing.assert_close(gathered_r, single_r, atol=1e-5, rtol=1e-5)
 
 
+def _torchrun() -> str:
+    return shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
+
+
+needs_torchrun = pytest.mark.skipif(shutil.which("torchrun") is None and not Path(_torchrun()).exists(),
+                                    reason="torchrun is not installed")
+
+
+def _torchrun_train(processes: int, root: Path, out: Path, cache: Path) -> subprocess.CompletedProcess:
+    """`torchrun --nproc_per_node N -m vireid train` with the smoke preset as shipped (gloo on the CPU)."""
+    env = dict(os.environ, VIREID_CACHE_DIR=str(cache), OMP_NUM_THREADS="1")
+    return subprocess.run([_torchrun(), "--nproc_per_node", str(processes), "--master_port", str(_free_port()), "-m",
+                           "vireid", "train", "--preset", "smoke", "--data-root", str(root), "--output", str(out),
+                           "--seed", "1"], env=env, capture_output=True, text=True, timeout=900)
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torchrun is not installed")
-def test_torchrun_two_processes_runs_the_smoke_pipeline(tmp_path):
+@needs_torchrun
+@pytest.mark.parametrize("processes", [2, 4])
+def test_torchrun_runs_the_smoke_preset_as_shipped_and_says_everything_once(processes, tmp_path):
+    # smoke: cmc.batch_size 16, sca 2 identities x 4 samples, split over the processes
     root = generate_synthetic(tmp_path / "data", ids=16, height=64, width=32, seed=3, progress=False)
     out = tmp_path / "run"
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = dict(os.environ, VIREID_CACHE_DIR=str(tmp_path / "cache"), OMP_NUM_THREADS="1")
-    done = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", str(_free_port()), "-m", "vireid",
-                           "train", "--preset", "smoke", "--data-root", str(root), "--output", str(out),
-                           "--seed", "1"], env=env, capture_output=True, text=True, timeout=900)
+    done = _torchrun_train(processes, root, out, tmp_path / "cache")
     assert done.returncode == 0, done.stderr[-4000:]
     final = json.loads((out / "final_metrics.json").read_text())
     assert set(final) == {"all-single", "all-multi", "indoor-single", "indoor-multi"}
     log = (out / "log.txt").read_text()
     assert log.count("vireid run in") == 1  # only rank 0 writes the run folder
+    # results on stdout once, from rank 0: one table, one "wrote" line
+    assert done.stdout.count("Protocol") == 1 and done.stdout.count("all-single") == 1
+    assert done.stdout.count("wrote ") == 1 and f"wrote {out / 'final_metrics.json'}" in done.stdout
+    # logs and warnings once: every epoch line once, no third-party warnings
+    assert done.stderr.count("sca epoch 2/2") == 1 and done.stderr.count("done: ") == 1
+    assert "Warning" not in done.stderr and "warn(" not in done.stderr, done.stderr[-4000:]
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_under_torchrun_a_refused_run_says_so_once_and_stops_every_process(tmp_path):
+    from vireid.engine.runlock import hold_run_folder
+
+    root = generate_synthetic(tmp_path / "data", ids=6, images_per_camera=2, height=64, width=32, progress=False)
+    out = tmp_path / "run"
+    with hold_run_folder(out, command="vireid train"):  # another run holds the folder: rank 0 finds out
+        done = _torchrun_train(2, root, out, tmp_path / "cache")
+    assert done.returncode != 0 and done.stdout == ""
+    lines = [line for line in done.stderr.splitlines() if line.startswith("vireid train")]
+    assert lines == [f"vireid train: error: run folder {out} is in use by vireid train (process {os.getpid()} on "
+                     f"{socket.gethostname()}); wait for it to finish, or choose another --output"], done.stderr
+    assert "exitcode  : 2" in done.stderr  # torchrun's summary: the processes' own exit status
+    assert "vireid/cli.py" not in done.stderr and "vireid/engine" not in done.stderr  # no traceback of ours
+    assert not (out / "config.yaml").exists()

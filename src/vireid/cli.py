@@ -28,7 +28,8 @@ EXIT_OK, EXIT_BUG, EXIT_USER, EXIT_STOPPED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 EXIT_CODES = """exit status:
   0    done
-  2    bad input or setting: one line on stderr says which and what to do
+  2    bad input or setting, or an output folder another run is writing: one line on stderr
+       says which and what to do
   3    the run could not train (e.g. clustering found no clusters: change cluster.eps /
        cluster.min_samples); nothing is marked finished and the same --output can be reused
   130  interrupted (Ctrl-C)
@@ -50,8 +51,8 @@ TRAIN_EXAMPLES = """examples:
   vireid train ... --profile paper cmc.phase1_epochs=10                # the paper's text; any KEY=VALUE
   vireid synth --out data/synth --ids 16 --height 64 --width 32 --seed 3   # tiny synthetic data, then:
   vireid train --preset smoke --data-root data/synth --output runs/smoke   # the pipeline in minutes on a CPU
-  torchrun --nproc_per_node 4 -m vireid train --dataset sysu --data-root /data/SYSU-MM01 --output runs/sysu \\
-      sca.num_ids=8                                                    # 4 GPUs: batches must divide by 4
+  torchrun --nproc_per_node 4 -m vireid train --dataset sysu --data-root /data/SYSU-MM01 --output runs/sysu
+                                                                       # 4 GPUs, each a share of every batch
 
 The dataset presets load ImageNet weights (downloaded once, or model.weights_path) and want a GPU.
 Where to get SYSU-MM01, RegDB and LLCM and what to expect: docs/reproduce.md; every setting with its
@@ -160,13 +161,12 @@ def _print_run_result(result: Any) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import vireid.demo  # noqa: F401 - registers the `synthetic` start weights of the demo preset
+    from vireid.engine.distributed import launch_rank
     from vireid.engine.pipeline import train
-
-    from vireid.engine.distributed import is_main
 
     cfg = _training_config(args, default_preset=args.dataset)
     result = train(cfg, resume=args.resume)
-    if is_main():
+    if launch_rank() == 0:  # under torchrun the table and the file once, from rank 0
         _print_run_result(result)
     return EXIT_OK
 
@@ -274,11 +274,15 @@ def cmd_match(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from vireid.export import export_onnx
 
-    out = args.out or str(Path(args.checkpoint).with_suffix(f".{args.modality}.onnx"))
+    out = _export_path(args)
     report = export_onnx(args.checkpoint, out, modality=args.modality)
     print(f"wrote {out} ({report['modality']}, {report['height']}x{report['width']}, opset {report['opset']}); "
           f"max |onnxruntime - torch| = {report['max_abs_diff']:.2e}")
     return EXIT_OK
+
+
+def _export_path(args: argparse.Namespace) -> str:
+    return args.out or str(Path(args.checkpoint).with_suffix(f".{args.modality}.onnx"))
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -357,8 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(sub, "train", "train CMC -> MMLM -> SCA on a dataset and evaluate",
              "Train the MMM pipeline on a dataset in its raw layout: cluster-contrast (CMC), multi-memory "
              "matching (MMLM), soft cluster-level alignment (SCA), then evaluate with the dataset's "
-             "protocols. Data, start weights, settings and folders are checked before the run folder is "
-             "created; a folder whose run never saved a checkpoint is reused.",
+             "protocols. Data (every image decoded once), start weights, settings and folders are checked "
+             "before the run folder is created; the folder is locked against other writers while the run "
+             "lasts; a folder whose run never saved a checkpoint is reused.",
              "the run folder (--output): config.yaml, log.txt, metrics.jsonl, tb/, checkpoints/ (last.pt, "
              "prev.pt, cmc.pt, final.pt), pseudo_labels/, mmlm/, plots/, final_metrics.json; the final table "
              "on stdout, progress and logs on stderr. " + CACHE_NOTE,
@@ -390,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=positive_int, default=128, help="images per forward pass")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the metrics as JSON")
     p.add_argument("--plots", default=None, metavar="DIR", help="also draw the CMC curves into DIR/cmc.png")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=cmd_evaluate, outputs=lambda a: [(a.json, "--json"), (a.plots, "--plots")])
 
     p = _sub(sub, "extract", "write a checkpoint's features as an .npz for `evaluate --features` or `match`",
              "Embed a dataset's images with a checkpoint and save them (docs/features.md). --split test "
@@ -412,7 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=devices, default="auto", help=device_help)
     p.add_argument("--batch-size", type=positive_int, default=None,
                    help="images per forward pass (default: the checkpoint's data.eval_batch_size)")
-    p.set_defaults(func=cmd_extract)
+    p.set_defaults(func=cmd_extract, outputs=lambda a: [(a.out, "--out")])
 
     p = _sub(sub, "info", "print a dataset's statistics",
              "Read a dataset root and print its identities and images per split, modality and camera.",
@@ -444,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="finished run folders; the others' config differences are listed against the first")
     p.add_argument("--out", default="report.html", metavar="FILE.html", help="the page to write")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=cmd_report, outputs=lambda a: [(a.out, "--out")])
 
     p = _sub(sub, "export", "export a checkpoint's stem and trunk to ONNX (with a parity check)",
              "Export one modality's embedding network to ONNX: input ImageNet-normalised float32 images "
@@ -457,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the stem to export (one file per modality)")
     p.add_argument("--out", default=None, metavar="FILE.onnx",
                    help="default: next to the checkpoint, e.g. final.visible.onnx")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=cmd_export, outputs=lambda a: [(_export_path(a), "--out")])
 
     p = _sub(sub, "search", "rank a gallery for query images and draw the ranked lists",
              "Embed query images (a file or a folder) and a gallery folder with a checkpoint and rank the "
@@ -477,7 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=positive_int, default=10, help="gallery images per query")
     p.add_argument("--out", default="search.png", metavar="FILE.png", help="picture; scores go next to it as JSON")
     p.add_argument("--device", choices=devices, default="auto", help=device_help)
-    p.set_defaults(func=cmd_search)
+    p.set_defaults(func=cmd_search, outputs=lambda a: [(a.out, "--out")])
     return parser
 
 
@@ -499,6 +504,18 @@ def _crash_log(command: str, run_dir: str | None) -> Path | None:
     return None
 
 
+def _run_command(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run a sub-command; one whose outputs lie inside a run folder holds that folder's lock meanwhile
+    (a live run's folder is written by that run alone; `train` and `demo` lock their own)."""
+    outputs = getattr(args, "outputs", None)
+    if outputs is None:
+        return func(args)
+    from vireid.engine.runlock import hold_run_folders_of
+
+    with hold_run_folders_of(outputs(args), command=f"vireid {args.command}"):
+        return func(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     # KEY=VALUE overrides may come anywhere, also after flags (`... cmc.lr=1e-4 --resume sca.epochs=20`),
@@ -517,13 +534,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_OK
     name = f"vireid {args.command}"
+    rank = os.environ.get("RANK", "0") if os.environ.get("WORLD_SIZE", "1") != "1" else "0"
+    if rank != "0":
+        name += f" (rank {rank})"  # under torchrun: which process speaks
     try:
-        return func(args)
+        return _run_command(func, args)
     except RunStoppedError as err:
-        print(f"{name}: stopped: {err}", file=sys.stderr)
+        if not getattr(err, "told_by_rank0", False):
+            print(f"{name}: stopped: {err}", file=sys.stderr)
         return EXIT_STOPPED
     except VireidError as err:
-        print(f"{name}: error: {err}", file=sys.stderr)
+        if not getattr(err, "told_by_rank0", False):  # under torchrun, a problem every rank met
+            print(f"{name}: error: {err}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         print(f"{name}: {INTERRUPTED.get(args.command, 'interrupted')}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Batch samplers for the CMC stage (clusters × instances) and the SCA stage (identities × modalities).
 
 All samplers are deterministic functions of (seed, epoch): call `set_epoch(e)` before iterating.
-Under DDP every rank builds the same global batch and keeps its own contiguous share, so the union
-over ranks is exactly the single-process batch and the shares are disjoint.
+Under DDP every rank builds the same global batch and keeps its own contiguous share of its samples
+(`rank_share`), so the union over ranks is exactly the single-process batch and the shares are
+disjoint. No batch size has to divide by the number of ranks: shares differ by at most one sample.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import numpy as np
 from vireid.errors import NoClustersError
 
 
-def _rank_share(size: int, rank: int, world_size: int) -> slice:
-    """The contiguous part of a global batch of `size` that `rank` keeps (size // world_size items)."""
-    per = size // world_size
-    return slice(rank * per, (rank + 1) * per)
+def rank_share(size: int, rank: int, world_size: int) -> slice:
+    """The contiguous part of a global batch of `size` items that `rank` keeps: [r·size/W, (r+1)·size/W)
+    rounded down, so the shares cover the batch and differ by at most one item (size // W each when
+    W divides size)."""
+    return slice(rank * size // world_size, (rank + 1) * size // world_size)
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -51,7 +53,7 @@ class ClusterSampler:
     replacement when that set has >= K-1 members, else with replacement (a singleton cluster
     repeats its sample). The groups are concatenated in cluster order (a new random order each pass
     over the clusters) and cut into `iterations` batches of `batch_size`. Yields lists of indices;
-    with world_size > 1 each rank gets batch_size // world_size of each batch.
+    with world_size > 1 each rank gets its `rank_share` of each batch.
     """
 
     def __init__(
@@ -145,7 +147,7 @@ class ClusterSampler:
         return np.concatenate([anchor[:, None], others], axis=1)
 
     def __iter__(self) -> Iterator[list[int]]:
-        share = _rank_share(self.batch_size, self.rank, self.world_size)
+        share = rank_share(self.batch_size, self.rank, self.world_size)
         for batch in self.global_batches():
             yield batch[share].tolist()
 
@@ -168,7 +170,10 @@ class IdentitySampler:
     replacement. Yields `(visible_indices, infrared_indices)`, int64 arrays of length P·K ordered
     by identity (K consecutive entries per identity, same identity order in both). Default
     `iterations`: ceil(number of non-outlier visible samples / (P·K)), i.e. about one pass over the
-    visible samples. With world_size > 1 each rank keeps P // world_size identities of each batch.
+    visible samples. With world_size > 1 each rank keeps its `rank_share` of the P·K samples per
+    modality (the same positions in both), so P need not divide by the number of ranks: with P=6,
+    K=4 on 4 ranks each rank trains on 6 visible and 6 infrared samples, the first one holding four
+    samples of identity 1 and two of identity 2. `batch_size` is the global P·K per modality.
     """
 
     def __init__(
@@ -196,6 +201,10 @@ class IdentitySampler:
         self.order_r, self.start_r, self.count_r = _members_by_label(labels_r, common)
         self.num_ids = min(num_ids, len(common))
         self.num_instances = num_instances
+        if self.num_ids * num_instances < world_size:
+            raise NoClustersError(f"only {len(common)} identities have >= {num_instances} samples in both "
+                                  f"modalities: {self.num_ids * num_instances} samples per SCA batch cannot "
+                                  f"feed {world_size} processes (at least one each)")
         self.iterations = iterations if iterations is not None else -(-int((labels_v >= 0).sum()) // (self.num_ids * num_instances))
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.epoch = 0
@@ -205,6 +214,11 @@ class IdentitySampler:
 
     def __len__(self) -> int:
         return self.iterations
+
+    @property
+    def batch_size(self) -> int:
+        """Samples per modality in a global batch: P·K."""
+        return self.num_ids * self.num_instances
 
     def global_batches(self) -> tuple[np.ndarray, np.ndarray]:
         """(visible, infrared) indices of this epoch, each (iterations, P·K), before the DDP split."""
@@ -222,9 +236,7 @@ class IdentitySampler:
         return order[start[chosen][..., None] + offset]
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        share = _rank_share(self.num_ids, self.rank, self.world_size)
-        k = self.num_instances
-        part = slice(share.start * k, share.stop * k)
+        part = rank_share(self.batch_size, self.rank, self.world_size)
         vis, ir = self.global_batches()
         for v, r in zip(vis, ir):
             yield v[part], r[part]
@@ -245,7 +257,7 @@ def warmup_batches(labels_visible: np.ndarray, labels_infrared: np.ndarray, batc
     n = max(1, -(-max(len(rows_v), len(rows_r)) // batch_size))
     take_v = np.resize(rows_v, n * batch_size).reshape(n, batch_size)
     take_r = np.resize(rows_r, n * batch_size).reshape(n, batch_size)
-    share = _rank_share(batch_size, rank, world_size)
+    share = rank_share(batch_size, rank, world_size)
     for b in range(n):
         yield take_v[b, share], take_r[b, share]
 

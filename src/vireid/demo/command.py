@@ -21,11 +21,13 @@ from vireid.data.registry import DatasetReader, open_dataset
 from vireid.data.synthetic import generate_synthetic
 from vireid.engine.context import RunContext
 from vireid.engine.device import seed_everything, select_device
+from vireid.engine.distributed import launch_rank
 from vireid.engine.evaluate import sample_embedder
 from vireid.engine.features import cluster_train_set
 from vireid.engine.hooks import Hook
 from vireid.engine.pipeline import RunResult, train
 from vireid.engine.reuse import check_reuse
+from vireid.engine.runlock import RunLock, acquire_run_folder
 from vireid.engine.start_weights import resolve_start_weights
 from vireid.engine.trainset import TrainSet, build_train_set
 from vireid.evaluation import format_table, run_protocols
@@ -96,19 +98,37 @@ def stage_summary(start: dict, result: RunResult, quality: dict[str, dict]) -> d
     return out
 
 
-def check_outputs(cfg: Config, resume: bool) -> None:
+def check_outputs(cfg: Config, resume: bool) -> RunLock | None:
     """The checks of `train`'s preflight that need no data or weights, made before the minutes of data
-    generation and pre-training: the run folder and the cache can be written, and `resume` has a run
-    to continue (or its absence one to start). The config is compared later, once complete."""
+    generation and pre-training: the run folder and the cache can be written, no other process writes
+    into the run folder (its lock, returned: the demo holds it until its last file is written; under
+    torchrun rank 0 alone), and `resume` has a run to continue (or its absence one to start). The
+    config is compared later, once complete."""
     check_writable_folder(cfg.output, "--output (setting 'output')")
-    check_reuse(Path(cfg.output), None, resume)
-    check_writable_folder(resolve_cache_dir(cfg), "the cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
+    lock = acquire_run_folder(cfg.output, command="vireid demo") if launch_rank() == 0 else None
+    try:
+        check_reuse(Path(cfg.output), None, resume, created=lock is not None and bool(lock.created))
+        check_writable_folder(resolve_cache_dir(cfg), "the cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return lock
 
 
 def run_demo(cfg: Config, data_dir: str | None = None, resume: bool = False) -> RunResult:
-    """Generate data if needed, provide the start weights, train CMC → MMLM → SCA, report and draw."""
+    """Generate data if needed, provide the start weights, train CMC → MMLM → SCA, report and draw;
+    the run folder stays locked against other writers throughout."""
+    lock = check_outputs(cfg, resume)
+    try:
+        return _run_demo(cfg, data_dir, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_demo(cfg: Config, data_dir: str | None, resume: bool) -> RunResult:
     t0 = time.time()
-    check_outputs(cfg, resume)
     device = select_device(cfg.device)
     measure = RunContext.from_config(cfg, None, device)  # for measurements outside the run
     root = Path(data_dir).expanduser() if data_dir else measure.cache_dir / "demo-data"

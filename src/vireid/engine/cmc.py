@@ -21,7 +21,7 @@ from vireid.clustering.quality import modality_presence
 from vireid.config import ClusterConfig, CMCConfig
 from vireid.data.samplers import ClusterSampler, EndlessBatches
 from vireid.engine.context import RunContext
-from vireid.engine.distributed import gather_batch
+from vireid.engine.distributed import gather_batch, share_weight
 from vireid.engine.features import ClusteringRound, cluster_train_set
 from vireid.engine.hooks import EpochEnd
 from vireid.engine.trainset import TrainSet, training_loader
@@ -119,7 +119,8 @@ class CMCTrainer:
         feats = out.bn.float()
         loss = target.memory_v(feats[:n_vis], y_v) + target.memory_r(feats[n_vis:], y_r)
         optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        # under DDP, weighted by this rank's share of the global batch: the averaged gradient is the batch mean's
+        self.scaler.scale(loss * share_weight(len(idx_v), self.cmc.batch_size)).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
         with torch.no_grad():

@@ -15,7 +15,7 @@ from torch import nn
 from vireid.config import SCAConfig
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.transforms import normalize_images
-from vireid.data.samplers import warmup_batches
+from vireid.data.samplers import rank_share, warmup_batches
 from vireid.engine.context import RunContext
 from vireid.engine.distributed import gather_batch, gather_rows, share
 from vireid.engine.mmlm import SharedLabels
@@ -129,7 +129,8 @@ def mixed_pass(model: nn.Module, train: TrainSet, shared: SharedLabels, sca: SCA
     feats = gather_batch(torch.cat([p[1] for p in parts]))
     idx_v = gather_batch(torch.from_numpy(np.concatenate(rows_v)))
     idx_r = gather_batch(torch.from_numpy(np.concatenate(rows_r)))
-    views = _view_positions([len(b[0]) for b in batches] * ctx.world_size)
+    shares = [rank_share(per, r, ctx.world_size) for r in range(ctx.world_size)]  # gathered rank after rank
+    views = _view_positions([s.stop - s.start for s in shares for _ in batches])
     return _per_sample(ce, feats, (idx_v, idx_v, idx_r), views, shared)
 
 

@@ -1,4 +1,5 @@
-"""Where a run computes and how it stays reproducible: device choice, seeding, deterministic mode, AMP."""
+"""Where a run computes and how it stays reproducible: device choice, seeding, deterministic mode, AMP,
+and the model moved, wrapped (DDP) and compiled for it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from typing import ContextManager
 
 import numpy as np
 import torch
+from torch import nn
 
+from vireid.config import ModelConfig
+from vireid.engine import distributed
 from vireid.errors import ConfigError
 
 
@@ -80,3 +84,21 @@ def autocast(device: torch.device | str, enabled: bool = True) -> ContextManager
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def wrap_model(model: nn.Module, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
+    """Move to the device; under torchrun, wrap in DDP (on GPUs with SyncBatchNorm when
+    `model.sync_bn`; PyTorch's SyncBatchNorm has no CPU kernels, so gloo runs keep per-process BN); with
+    `model.compile`, compile the result in place: parameter names and checkpoints stay as they are
+    without it (no `_orig_mod.` wrapper), so optimiser groups and resume do not depend on the switch."""
+    model = model.to(device)
+    if model_cfg.channels_last and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    if distributed.is_distributed():
+        if model_cfg.sync_bn and device.type == "cuda":
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        ids = [device.index] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if model_cfg.compile:
+        model.compile()
+    return model

@@ -11,6 +11,7 @@ before is kept as `prev.pt`: a damaged `last.pt` costs one epoch, not the run.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -19,22 +20,22 @@ import numpy as np
 import torch
 from torch import nn
 
-from vireid.config import Config, ModelConfig
+from vireid.config import Config
 from vireid.data.registry import DatasetReader
 from vireid.data.samplers import IdentitySampler
 from vireid.engine import distributed
 from vireid.engine.checkpoint import restore_rng
 from vireid.engine.cmc import cmc_stage
 from vireid.engine.context import RunContext
-from vireid.engine.device import seed_everything, select_device, set_deterministic
+from vireid.engine.device import seed_everything, select_device, set_deterministic, wrap_model  # noqa: F401 - wrap_model re-exported
 from vireid.engine.evaluate import Evaluator
 from vireid.engine.hooks import Checkpointer, Hook, MetricsLogger, PeriodicEvaluator
 from vireid.engine.mmlm import SharedLabels, mixed_shared_labels, mmlm_stage, oracle_shared_labels
-from vireid.engine.preflight import check_divisible_by_ranks, preflight, report_plan  # noqa: F401 - re-exported
+from vireid.engine.preflight import open_run, report_plan
 from vireid.engine.reuse import holds_run
 from vireid.engine.run import RunFolder
 from vireid.engine.sca import prepare_sca_model, sca_stage
-from vireid.engine.trainset import TrainSet, build_train_set
+from vireid.engine.trainset import TrainSet
 from vireid.errors import NoClustersError, VireidError
 from vireid.models.factory import create_model, load_trained_weights, unwrap_model
 from vireid.viz import plot_cmc, plot_training_curves
@@ -177,66 +178,56 @@ class Pipeline:
         self.ctx.after_stage(stage, model)
 
 
-def wrap_model(model: nn.Module, model_cfg: ModelConfig, device: torch.device) -> nn.Module:
-    """Move to the device; under torchrun, wrap in DDP (on GPUs with SyncBatchNorm when
-    `model.sync_bn`; PyTorch's SyncBatchNorm has no CPU kernels, so gloo runs keep per-process BN); with
-    `model.compile`, compile the result in place: parameter names and checkpoints stay as they are
-    without it (no `_orig_mod.` wrapper), so optimiser groups and resume do not depend on the switch."""
-    model = model.to(device)
-    if model_cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    if distributed.is_distributed():
-        if model_cfg.sync_bn and device.type == "cuda":
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if model_cfg.compile:
-        model.compile()
-    return model
-
-
 def train(cfg: Config, resume: bool = False, hooks: Sequence[Hook] = ()) -> RunResult:
     """Run the configured stages on the configured dataset (one process or one rank of torchrun).
 
-    Inputs and outputs are checked before the run folder is created (`preflight`). A VireidError
+    Inputs and outputs are checked, and the images decoded, before the run folder is created; the
+    folder stays locked against other writers until the run ends (`preflight.open_run`). A VireidError
     stops the run with its reason in log.txt; a RunStoppedError (no clusters) writes no
-    final_metrics.json, so nothing looks finished.
+    final_metrics.json, so nothing looks finished. Ranks other than 0 write nothing and, under torchrun,
+    show no Python warnings (rank 0 shows each once).
     """
     device = distributed.init_from_environment(select_device(cfg.device))
     set_deterministic(cfg.deterministic)
-    rank, world_size = distributed.world()
-    plan = preflight(cfg, resume, world_size)
-    seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
-    run = RunFolder(cfg.output, config=cfg, resume=resume, rank=rank)
+    rank = distributed.world()[0]
     finished = False
-    try:
-        run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{plan.dataset.describe()}")
-        state = report_plan(run, plan, resume)
-        ctx = RunContext.from_config(cfg, run, device)
-        train_set = build_train_set(plan.dataset, cfg.data.height, cfg.data.width, ctx.cache_dir)
-        pipe = Pipeline(cfg, ctx, plan.dataset, train_set, state, hooks)
-        model = pipe.run()
-        final = pipe.evaluator.last if pipe.evaluator.done else pipe.evaluator(model, "final")
-        if distributed.is_main():
-            run.write_json("final_metrics.json", final)
-            _plots(run, final, model)
-            run.log(f"done: {run.path / 'final_metrics.json'}")
-        finished = True
-        return RunResult(final or {}, pipe.summaries, dict(pipe.checkpointer.saved), run.path, unwrap_model(model))
-    except VireidError as err:
-        run.log(f"stopped: {err}", level=logging.ERROR, console=False)  # the command line prints it once
-        raise
-    except KeyboardInterrupt:
-        run.log("interrupted; `--resume` continues from the last finished epoch", level=logging.WARNING,
-                console=False)
-        raise
-    except Exception:
-        run.log("stopped by an unexpected error", level=logging.ERROR, console=False)
-        logging.getLogger("vireid").debug("traceback", exc_info=True, extra={"file_only": True})
-        raise
-    finally:
-        run.close()
-        distributed.shutdown(clean=finished)
+    with warnings.catch_warnings():
+        if rank:
+            warnings.simplefilter("ignore")
+        try:
+            plan, run = open_run(cfg, resume)
+        except BaseException as err:  # a VireidError here is every rank's: they leave together
+            distributed.shutdown(clean=isinstance(err, VireidError))
+            raise
+        seed_everything(cfg.seed + rank)  # after the (cached or not) start weights: same run either way
+        try:
+            run.log(f"vireid run in {run.path} on {device}; stages {', '.join(cfg.stages)}\n{plan.dataset.describe()}")
+            state = report_plan(run, plan, resume)
+            ctx = RunContext.from_config(cfg, run, device)
+            pipe = Pipeline(cfg, ctx, plan.dataset, plan.train_set, state, hooks)
+            model = pipe.run()
+            final = pipe.evaluator.last if pipe.evaluator.done else pipe.evaluator(model, "final")
+            if distributed.is_main():
+                run.write_json("final_metrics.json", final)
+                _plots(run, final, model)
+                run.log(f"done: {run.path / 'final_metrics.json'}")
+            finished = True
+            return RunResult(final or {}, pipe.summaries, dict(pipe.checkpointer.saved), run.path, unwrap_model(model))
+        except VireidError as err:
+            run.log(f"stopped: {err}", level=logging.ERROR, console=False)  # the command line prints it once
+            raise
+        except KeyboardInterrupt:
+            run.log("interrupted; `--resume` continues from the last finished epoch", level=logging.WARNING,
+                    console=False)
+            raise
+        except Exception:
+            run.log("stopped by an unexpected error", level=logging.ERROR, console=False)
+            logging.getLogger("vireid").debug("traceback", exc_info=True, extra={"file_only": True})
+            raise
+        finally:
+            run.close()
+            plan.release()
+            distributed.shutdown(clean=finished)
 
 
 def _plots(run: RunFolder, final: dict | None, model: nn.Module) -> None:

@@ -1,9 +1,16 @@
 """Everything a run needs, checked before its folder exists: a run that cannot start leaves nothing.
 
 `vireid train` used to create the run folder first and then meet a missing dataset, unreadable
-start weights or an unwritable cache; the folder then held a "run" that the same command refused
-to reuse. `preflight` reads the dataset, the output and cache folders, the checkpoint to resume
-from and the start weights, in that order (cheapest first), and creates nothing.
+start weights, an unwritable cache or an unreadable image; the folder then held a "run" that the
+same command refused to reuse. `open_run` checks, in this order (cheapest first): the settings and
+the number of processes; the output folder, under its lock (`engine/runlock.py`: a second run on the
+same folder is refused, and two cannot both find it free); the dataset, the cache folder, the
+checkpoint to resume from and the start weights; then it decodes every training and test image into
+the image cache, so an unreadable image stops the run here. Only then is the run folder created.
+
+Under torchrun rank 0 holds the lock for the job, every rank checks and decodes what it will read,
+and each step ends with the ranks comparing outcomes (`distributed.agree`): a problem on any rank
+stops every rank with the same message, which rank 0 alone prints.
 """
 
 from __future__ import annotations
@@ -14,44 +21,93 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vireid.config import Config, resolve_cache_dir, validate
+from vireid.data.image_cache import load_images
 from vireid.data.registry import DatasetReader, open_dataset
 from vireid.engine.checkpoint import latest_readable_checkpoint
-from vireid.engine.distributed import is_main
+from vireid.engine.distributed import agree, is_main, world
 from vireid.engine.reuse import check_reuse
 from vireid.engine.run import RunFolder
+from vireid.engine.runlock import RunLock, acquire_run_folder
 from vireid.engine.start_weights import resolve_start_weights
+from vireid.engine.trainset import TrainSet, build_train_set
 from vireid.errors import CheckpointError, ConfigError
+from vireid.evaluation.protocols import evaluation_images
 from vireid.fileio import check_writable_folder
 from vireid.models.factory import create_model
 
 
 @dataclass
 class Plan:
-    """What preflight found: the dataset, the checkpoint to resume from (None: start from scratch),
-    and the newer checkpoints that could not be read (path, problem), to be reported in the run."""
+    """What preflight found: the dataset, its decoded training images, the checkpoint to resume from
+    (None: start from scratch), the newer checkpoints that could not be read (path, problem), to be
+    reported in the run, and the run folder's lock (rank 0)."""
 
     dataset: DatasetReader
     state: dict | None = None
     damaged: list[tuple[Path, str]] = field(default_factory=list)
+    train_set: TrainSet | None = None
+    lock: RunLock | None = None
+
+    def release(self) -> None:
+        """Let go of the run folder (its lock file goes; so does a folder locking created, if still empty)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
-def preflight(cfg: Config, resume: bool, world_size: int = 1) -> Plan:
-    """Check the run's inputs and outputs; a VireidError names the first problem. Creates nothing
-    (the start-weight providers of `model.pretrained`, e.g. the demo's, may fill their cache)."""
+def open_run(cfg: Config, resume: bool) -> tuple[Plan, RunFolder]:
+    """Check, lock, decode, then create the run folder (rank 0) on every rank of the job; the plan
+    holds the lock until `plan.release()`. A VireidError on any rank stops them all before the folder
+    exists (the folders that locking created are removed again)."""
+    rank, world_size = world()
+    lock, continuing = agree(lambda: check_outputs(cfg, resume, world_size, lock=rank == 0),
+                             undo=lambda held: held[0] and held[0].release())
+    try:
+        plan = agree(lambda: preflight(cfg, continuing, decode_tests=rank == 0))
+        plan.lock = lock
+        run = agree(lambda: RunFolder(cfg.output, config=cfg, resume=resume, rank=rank))
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    return plan, run
+
+
+def check_outputs(cfg: Config, resume: bool, world_size: int = 1, lock: bool = True) -> tuple[RunLock | None, bool]:
+    """The settings and the output folder: the folder's lock (with `lock`; created for it, and released
+    again on a refusal) and whether there is a run to continue there (`check_reuse`)."""
     validate(cfg)
-    check_divisible_by_ranks(cfg, world_size)
+    check_batches_cover_ranks(cfg, world_size)
     output = Path(cfg.output)
     check_writable_folder(output, "--output (setting 'output')")
-    continuing = check_reuse(output, cfg, resume)
+    held = acquire_run_folder(output, command="a vireid training run") if lock else None
+    try:
+        return held, check_reuse(output, cfg, resume, created=held is not None and bool(held.created))
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
+
+
+def preflight(cfg: Config, continuing: bool, decode_tests: bool = True) -> Plan:
+    """Check the run's inputs and decode its images; a VireidError names the first problem. Writes only
+    the image cache (and the start-weight providers of `model.pretrained`, e.g. the demo's, their cache).
+    `continuing`: `check_outputs` found a run to resume. `decode_tests`: also decode the evaluation
+    images (the rank that evaluates)."""
     dataset = open_dataset(cfg.data.dataset, cfg.data.root, trial=cfg.data.trial)
-    check_writable_folder(resolve_cache_dir(cfg), "the image cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
+    cache_dir = resolve_cache_dir(cfg)
+    check_writable_folder(cache_dir, "the image cache folder (data.cache_dir, else $VIREID_CACHE_DIR)")
     plan = Plan(dataset)
     if continuing:
-        plan.state, plan.damaged = latest_readable_checkpoint(output)
+        plan.state, plan.damaged = latest_readable_checkpoint(Path(cfg.output))
         if plan.state is not None:
             check_architecture(plan.state, cfg)
     if plan.state is None or plan.state.get("stage") != "done":
-        check_start_weights(cfg)
+        check_start_weights(cfg)  # under DDP a barrier: every rank gets here (the checks above agree)
+    plan.train_set = build_train_set(dataset, cfg.data.height, cfg.data.width, cache_dir)
+    if decode_tests:
+        load_images(evaluation_images(dataset, cfg.eval.trials), cfg.data.height, cfg.data.width, cache_dir,
+                    key=f"{dataset.name}-test")
     return plan
 
 
@@ -71,18 +127,19 @@ def check_start_weights(cfg: Config) -> None:
         create_model(cfg.model)
 
 
-def check_divisible_by_ranks(cfg: Config, world_size: int) -> None:
-    """Each rank trains on an equal slice of every global batch: the batch sizes must divide by the
-    number of ranks, or identities would be dropped from every batch."""
+def check_batches_cover_ranks(cfg: Config, world_size: int) -> None:
+    """Each rank trains on its share of every global batch (`data.samplers.rank_share`: shares differ by
+    at most one sample, so nothing has to divide by the number of ranks), but every rank needs at
+    least one sample per modality: the global batch must hold as many samples as there are ranks."""
     if world_size <= 1:
         return
-    wrong = [f"{key}={value}" for key, value, used in
-             (("cmc.batch_size", cfg.cmc.batch_size, "cmc" in cfg.stages),
-              ("sca.num_ids", cfg.sca.num_ids, "sca" in cfg.stages)) if used and value % world_size]
+    sizes = (("cmc.batch_size", cfg.cmc.batch_size, "cmc" in cfg.stages),
+             ("sca.num_ids × sca.num_instances", cfg.sca.num_ids * cfg.sca.num_instances, "sca" in cfg.stages))
+    wrong = [f"{key} = {value}" for key, value, used in sizes if used and value < world_size]
     if wrong:
-        raise ConfigError(f"{' and '.join(wrong)} must be a multiple of the {world_size} processes torchrun "
-                          "started (each takes an equal slice of every batch); change the setting or the "
-                          "process count")
+        raise ConfigError(f"{' and '.join(wrong)} samples per batch cannot feed the {world_size} processes torchrun "
+                          "started (each trains on its share of every batch, at least one sample); use fewer "
+                          "processes or a larger batch")
 
 
 def report_plan(run: RunFolder, plan: Plan, resume: bool) -> dict | None:

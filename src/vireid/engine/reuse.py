@@ -21,6 +21,8 @@ RESUME_FREE_KEYS = ("device", "output", "data.root", "data.cache_dir", "data.wor
 # What a run writes besides log.txt and config.yaml; cleared when a run that never saved a checkpoint
 # is started again in its folder, so its curves and files do not mix with the new attempt's.
 UNFINISHED_ARTEFACTS = ("metrics.jsonl", "final_metrics.json", "tb", "plots", "pseudo_labels", "mmlm")
+# The file a live writer holds locked (vireid.engine.runlock); it never counts as a folder's content.
+RUN_LOCK = ".vireid-run.lock"
 
 
 class RunFolderError(VireidError):
@@ -33,14 +35,14 @@ def holds_run(path: str | Path) -> bool:
     return (path / "final_metrics.json").is_file() or any((path / "checkpoints").glob("*.pt"))
 
 
-def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
+def check_reuse(path: str | Path, config: Config | None, resume: bool, created: bool = False) -> bool:
     """Whether `path` may hold this run, and whether there is a run to continue there (True) or the
     run starts from scratch (False); RunFolderError otherwise. Reads only; creates nothing.
 
     A missing or empty folder, or one whose run never saved a checkpoint, starts from scratch (with
     `resume` only when it holds a vireid config.yaml, so a mistyped folder is not silently a new
     run). A folder holding a run is continued only with `resume` and the same config (up to
-    RESUME_FREE_KEYS).
+    RESUME_FREE_KEYS). `created`: the folder did not exist before this process locked it.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -48,10 +50,11 @@ def check_reuse(path: str | Path, config: Config | None, resume: bool) -> bool:
     has_config = (path / "config.yaml").is_file()
     if not holds_run(path):
         if resume and not has_config:
-            what = "does not exist" if not path.exists() else "holds no vireid run (no config.yaml, no checkpoint)"
+            what = ("does not exist" if created or not path.exists()
+                    else "holds no vireid run (no config.yaml, no checkpoint)")
             raise RunFolderError(f"cannot resume: {path} {what}; check --output, or leave out --resume to start "
                                  "a new run there")
-        if not resume and not has_config and path.exists() and any(path.iterdir()):
+        if not resume and not has_config and path.exists() and any(p.name != RUN_LOCK for p in path.iterdir()):
             raise RunFolderError(f"output folder {path} holds other files, not a vireid run; choose another "
                                  "--output or an empty folder")
         return False

@@ -19,7 +19,7 @@ from vireid.config import Config, SCAConfig
 from vireid.data.samplers import IdentitySampler, warmup_batches
 from vireid.engine.confidence import Confidence, compute_confidence, prototype_classifier
 from vireid.engine.context import RunContext
-from vireid.engine.distributed import gather_batch, gather_with_grad, is_distributed
+from vireid.engine.distributed import gather_batch, gather_with_grad, is_distributed, share_weight
 from vireid.engine.hooks import EpochEnd
 from vireid.engine.mmlm import SharedLabels
 from vireid.engine.trainset import TrainSet, training_loader
@@ -28,6 +28,9 @@ from vireid.losses import batch_hard_triplet, inter_modality_loss, intra_alignme
 from vireid.models.agw import ModelOutput
 from vireid.models.factory import unwrap_model
 from vireid.progress import progress
+
+# Terms that are means over this rank's samples (the others are computed on the gathered global batch)
+LOCAL_TERMS = ("wce", "intra")
 
 __all__ = ["SCAResult", "Confidence", "sca_losses", "sca_lr_factor", "sca_optimizer", "sca_stage", "start_classifier"]
 
@@ -95,6 +98,15 @@ def sca_losses(out: ModelOutput, y_v: torch.Tensor, y_r: torch.Tensor, w: torch.
     return terms
 
 
+def rank_objective(terms: dict[str, torch.Tensor], rows: int, global_rows: int) -> torch.Tensor:
+    """What one rank backpropagates for its `rows` of a global batch of `global_rows` per modality: the
+    per-sample means (LOCAL_TERMS) weighted by its share (`share_weight`), so that DDP's average of the
+    ranks' gradients is the global batch's mean, plus the terms computed on the gathered global batch
+    as they are. Without DDP (or with equal shares) the plain sum of the terms."""
+    weight = share_weight(rows, global_rows)
+    return sum(v * weight if k in LOCAL_TERMS else v for k, v in terms.items())
+
+
 def _global_batch(f_v1: torch.Tensor, f_v2: torch.Tensor, f_r: torch.Tensor, y_v: torch.Tensor, y_r: torch.Tensor
                   ) -> tuple[torch.Tensor, ...]:
     """The batch's three views and labels over all DDP ranks (gradients reach this rank's rows);
@@ -112,11 +124,12 @@ class SCATrainer:
                  ctx: RunContext) -> None:
         self.model, self.train, self.shared, self.sca, self.ctx = model, train, shared, sca, ctx
         self.scaler = ctx.grad_scaler()
+        self.global_batch = sca.num_ids * sca.num_instances  # samples per modality in this epoch's global batches
 
     def batches(self, epoch: int) -> list[tuple[np.ndarray, np.ndarray]]:
         """Warm-up: every sample once, in random order; later: P identities × K per modality."""
         s, shared, ctx = self.sca, self.shared, self.ctx
-        per = s.num_ids * s.num_instances
+        per = self.global_batch = s.num_ids * s.num_instances
         if epoch < s.warmup_epochs:
             rng = np.random.default_rng(ctx.seed_for("sca", epoch, "warmup"))
             found = warmup_batches(shared.labels_v, shared.labels_r, per, rng, ctx.rank, ctx.world_size)
@@ -126,6 +139,7 @@ class SCATrainer:
                                       num_instances=s.num_instances, iterations=iterations,
                                       seed=ctx.seed_for("sca", epoch, "identities"), rank=ctx.rank,
                                       world_size=ctx.world_size)
+            self.global_batch = sampler.batch_size  # P·K, P smaller when fewer identities qualify
             found = iter(sampler)
         return [(np.asarray(v), np.asarray(r)) for v, r in found]
 
@@ -155,12 +169,13 @@ class SCATrainer:
             out = self.model(x, modality="both", n_visible=2 * len(idx_v))
         terms = sca_losses(out, y_v, y_r, w, conf, self.sca, epoch)
         loss = sum(terms.values())
+        trained = rank_objective(terms, len(idx_v), self.global_batch)
         if not torch.isfinite(loss):
             raise VireidError(f"SCA epoch {epoch + 1}: the loss became non-finite ("
                               + ", ".join(f"{k} {float(v):.3g}" for k, v in terms.items())
                               + "); lower sca.lr, or use sca.intra_distance=l2sq_unit if it is l2sq")
         optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(trained).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
         return {**terms, "loss": loss}

@@ -30,17 +30,7 @@ def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool =
     "trials": [per-trial dicts of the same six keys]}}.
     """
     splits = dataset.evaluation_splits(trials)
-    lists = {id(lst): lst for pairs in splits.values() for pair in pairs for lst in pair}
-    row_of: dict[str, int] = {}
-    unique: list[Sample] = []
-    rows: dict[int, np.ndarray] = {}
-    for key, samples in lists.items():  # each distinct list once; queries are shared by trials
-        for s in samples:
-            if s.path not in row_of:
-                row_of[s.path] = len(unique)
-                unique.append(s)
-        rows[key] = np.fromiter((row_of[s.path] for s in samples), dtype=np.int64, count=len(samples))
-
+    unique, rows = _distinct_images(splits)
     features = _as_features(embed(unique), len(unique))
     pids = torch.tensor([s.pid for s in unique], dtype=torch.long)
     camids = torch.tensor([s.camid for s in unique], dtype=torch.long)
@@ -61,6 +51,27 @@ def run_protocols(embed: Embed, dataset: Any, trials: int = 10, progress: bool =
             results[name] = {**mean_metrics(per_trial), "trials": per_trial,
                              "cmc": np.mean(curves, axis=0).tolist()}
     return results
+
+
+def evaluation_images(dataset: Any, trials: int = 10) -> list[Sample]:
+    """Every distinct test image `run_protocols(..., dataset, trials)` embeds, in the order it embeds
+    them (one call, so decoding them ahead of time fills the very cache it reads)."""
+    return _distinct_images(dataset.evaluation_splits(trials))[0]
+
+
+def _distinct_images(splits: dict) -> tuple[list[Sample], dict[int, np.ndarray]]:
+    """The distinct images (by path) of all query and gallery lists, and for each list (by id) its rows."""
+    lists = {id(lst): lst for pairs in splits.values() for pair in pairs for lst in pair}
+    row_of: dict[str, int] = {}
+    unique: list[Sample] = []
+    rows: dict[int, np.ndarray] = {}
+    for key, samples in lists.items():  # each distinct list once; queries are shared by trials
+        for s in samples:
+            if s.path not in row_of:
+                row_of[s.path] = len(unique)
+                unique.append(s)
+        rows[key] = np.fromiter((row_of[s.path] for s in samples), dtype=np.int64, count=len(samples))
+    return unique, rows
 
 
 def mean_metrics(per_trial: list[dict[str, float]]) -> dict[str, float]:
