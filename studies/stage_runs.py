@@ -23,13 +23,14 @@ import numpy as np
 import yaml
 
 from vireid.config import Config, flatten_config, load_config, resolve_cache_dir, save_config
-from vireid.engine.reuse import changed_settings
+from vireid.engine.reuse import RUN_LOCK, changed_settings
 from vireid.errors import VireidError
 from vireid.fileio import atomic_write, write_json
 
 # What a variant takes from the CMC run it resumes: everything but the checkpoints (copied apart),
-# the CMC run's own end products and the per-epoch label files.
-NOT_COPIED = ("checkpoints", "final_metrics.json", "plots", "tb", "mmlm", "pseudo_labels", "demo_summary.json")
+# the CMC run's own end products, the per-epoch label files and a killed run's lock file.
+NOT_COPIED = ("checkpoints", "final_metrics.json", "plots", "tb", "mmlm", "pseudo_labels", "demo_summary.json",
+              RUN_LOCK)
 
 
 class BenchmarkError(VireidError):

@@ -108,13 +108,16 @@ def fraction(text: str) -> float:
 def _add_training_flags(p: argparse.ArgumentParser, default_preset: str) -> None:
     """Flags shared by every command that trains (train, demo); `default_preset` says in words which
     preset applies when --preset is not given."""
-    p.add_argument("--preset", default=None, help="packaged preset: sysu, regdb, llcm, demo, smoke, bench "
-                                                  f"(default: {default_preset})")
+    from vireid.config import list_presets, load_config
+
+    presets = list_presets()
+    outputs = [load_config(name, []).output for name in presets]
+    own = ", ".join(sorted({o for o in outputs if o != "runs/vireid"}))
+    p.add_argument("--preset", default=None, help=f"packaged preset: {', '.join(presets)} (default: {default_preset})")
     p.add_argument("--config", default=None, metavar="FILE", help="a YAML file applied after the preset")
     p.add_argument("--output", default=None, metavar="DIR",
                    help="run folder: config.yaml, log.txt, metrics.jsonl, checkpoints/, plots/, final_metrics.json "
-                        "(default: the preset's `output`: runs/demo, runs/smoke, runs/bench; runs/vireid for the "
-                        "others and without a preset)")
+                        f"(default: the preset's `output`: {own}; runs/vireid for the others and without a preset)")
     p.add_argument("--seed", type=int, default=None, help="one seed for every random choice (default: 0)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels; resume reproduces a run")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
