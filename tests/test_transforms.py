@@ -153,6 +153,20 @@ def test_train_views_are_pad_crop_flip_normalise_then_channel_op():
     assert flips == {0, 1} and len(offsets) > 3
 
 
+def test_without_channel_ops_every_view_is_the_base_view_of_a_colour_image():
+    # data.channel_augment=false: the second visible view and the infrared view keep the colours
+    h, w = 16, 8
+    img = np.random.default_rng(1).integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+    cands = crop_candidates(img, h, w)
+    t = build_train_transforms(h, w, erasing_probability=0.0, channel_ops=False)
+    torch.manual_seed(5)
+    for view in (t.visible, t.visible_exchange, t.infrared):
+        for _ in range(5):
+            out = view(img)
+            assert matches_some(out, cands)  # a crop of the colour image itself
+            assert not torch.equal(out[0], out[1])  # no channel copied over another
+
+
 def test_erasing_comes_before_the_channel_op():
     # METHOD §4: T_base ends with ChannelRandomErasing, then ChannelExchange: the erased box is
     # copied with the chosen channel, so all three channels hold the same fill constant there.
@@ -263,3 +277,15 @@ def test_seeded_loader_leaves_the_global_rng_as_it_found_it_with_or_without_work
         after.append(torch.rand(4))  # what the run draws next (e.g. the SCA confidence pass's views)
     torch.manual_seed(123)
     assert torch.equal(after[0], after[1]) and torch.equal(after[0], torch.rand(4))
+
+
+def test_the_channel_augment_setting_reaches_the_runs_training_views():
+    from vireid.config import load_config
+    from vireid.engine.context import RunContext
+
+    for setting, expected in (("true", True), ("false", False)):
+        cfg = load_config("smoke", [f"data.channel_augment={setting}"])
+        views = RunContext.from_config(cfg, None, torch.device("cpu")).train_transforms()
+        assert (views.visible_exchange.channel_op is not None) is expected
+        assert (views.infrared.channel_op is not None) is expected
+        assert views.visible.channel_op is None

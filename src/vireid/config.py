@@ -45,6 +45,9 @@ class DataConfig:
     cache_dir: str = ""
     workers: int = 0  # processes that augment training batches ahead (0: the main process); same results for any value
     eval_batch_size: int = 128  # batch size for feature extraction
+    # false: the training views leave out ChannelExchange and ChannelAdapGray (an ablation of what
+    # creates cross-modal signal); the SCA confidence pass keeps its channel-exchanged view
+    channel_augment: bool = True
 
 
 @dataclass

@@ -216,8 +216,10 @@ def build_train_transforms(
     exchange_gray: int = 2,
     adapgray_probability: float = 0.5,
     generator: torch.Generator | None = None,
+    channel_ops: bool = True,
 ) -> TrainTransforms:
-    """The paper's training views for inputs of size height×width."""
+    """The paper's training views for inputs of size height×width; without `channel_ops` the second
+    visible view and the infrared view skip ChannelExchange and ChannelAdapGray (an ablation)."""
 
     def view(channel_op: Callable[[torch.Tensor], torch.Tensor] | None) -> TrainTransform:
         return TrainTransform(
@@ -228,6 +230,6 @@ def build_train_transforms(
 
     return TrainTransforms(
         visible=view(None),
-        visible_exchange=view(ChannelExchange(exchange_gray, generator)),
-        infrared=view(ChannelAdapGray(adapgray_probability, generator)),
+        visible_exchange=view(ChannelExchange(exchange_gray, generator) if channel_ops else None),
+        infrared=view(ChannelAdapGray(adapgray_probability, generator) if channel_ops else None),
     )

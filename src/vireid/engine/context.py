@@ -38,6 +38,7 @@ class RunContext:
     image_size: tuple[int, int] = (288, 144)  # (height, width) of every model input
     workers: int = 0  # processes that augment training batches ahead of the model
     eval_batch_size: int = 128  # batch size of feature extraction
+    channel_augment: bool = True  # ChannelExchange / ChannelAdapGray in the training views
     cache_dir: Path = Path(".")
     hooks: list["Hook"] = field(default_factory=list)
     _transforms: TrainTransforms | None = field(default=None, repr=False)
@@ -46,7 +47,8 @@ class RunContext:
     def from_config(cls, cfg: Config, run: RunFolder | None, device: torch.device) -> "RunContext":
         return cls(device=device, run=run, seed=cfg.seed, amp=cfg.model.amp, channels_last=cfg.model.channels_last,
                    image_size=(cfg.data.height, cfg.data.width), workers=cfg.data.workers,
-                   eval_batch_size=cfg.data.eval_batch_size, cache_dir=resolve_cache_dir(cfg))
+                   eval_batch_size=cfg.data.eval_batch_size, channel_augment=cfg.data.channel_augment,
+                   cache_dir=resolve_cache_dir(cfg))
 
     @property
     def rank(self) -> int:
@@ -78,7 +80,8 @@ class RunContext:
         """The paper's three training views at this run's image size, padding scaled (built once)."""
         if self._transforms is None:
             height, width = self.image_size
-            self._transforms = build_train_transforms(height, width, pad=paper_pad(height))
+            self._transforms = build_train_transforms(height, width, pad=paper_pad(height),
+                                                      channel_ops=self.channel_augment)
         return self._transforms
 
     def after_epoch(self, end: "EpochEnd") -> None:
