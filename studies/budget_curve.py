@@ -43,7 +43,6 @@ import json
 import math
 import shutil
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,7 @@ from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer
                         final_metrics, finished, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
 from vireid.engine.hooks import EpochEnd, Hook
 from vireid.errors import VireidError
-from vireid.fileio import atomic_write, write_json
+from vireid.fileio import write_json
 
 # The budget preset's synthetic set (its header): generated in the cache when no --data-root is given.
 BUDGET_DATA = ("budget-data", dict(layout="sysu", ids=260, test_fraction=0.385, height=64, width=32, seed=0))
@@ -202,14 +201,12 @@ def branches_of(line: Line, oracle_budgets: list[int]) -> list[Branch]:
     return out
 
 
-def run_branch(branch: Branch, setup: Setup, work: Path, phase1: int, timings: dict) -> dict:
+def run_branch(branch: Branch, setup: Setup, work: Path, phase1: int) -> dict:
     """Run (or reuse) one branch; its record (final metrics and MMLM's matching summary)."""
     folder = branch.folder(work)
     record = {"lr": branch.line.lr, "seed": branch.line.seed, "kind": branch.kind, "epochs": branch.epochs,
               "run": str(folder)}
     cfg = setup.config(folder, branch.overrides(phase1))
-    t0 = time.time()
-    was_finished = finished(folder)
     try:
         if branch.kind == "cmc":
             snapshot = snapshot_path(work / branch.line.name / "snapshots", branch.epochs)
@@ -222,12 +219,16 @@ def run_branch(branch: Branch, setup: Setup, work: Path, phase1: int, timings: d
     except VireidError as err:
         print(f"FAILED {folder}: {err}", file=sys.stderr, flush=True)
         return {**record, "error": str(err)}
-    if not was_finished:
-        timings[str(folder)] = time.time() - t0
     protocol, final = final_metrics(folder)
     summary = mmlm_summary(folder)
     return {**record, "protocol": protocol, "rank1": final["rank1"], "mAP": final["mAP"],
-            **{k: summary[k] for k in MATCH_KEYS if k in summary}, "minutes": timings.get(str(folder), math.nan) / 60}
+            **{k: summary[k] for k in MATCH_KEYS if k in summary}, "minutes": branch_minutes(folder)}
+
+
+def branch_minutes(folder: Path) -> float:
+    """How long a finished branch took: from its config.yaml (written when it starts) to its
+    final_metrics.json (written last); read from the folder, so reused runs keep their time."""
+    return ((folder / "final_metrics.json").stat().st_mtime - (folder / "config.yaml").stat().st_mtime) / 60
 
 
 # ---------------------------------------------------------------------------- the numbers
@@ -346,7 +347,9 @@ def markdown(points: list[dict], epochs: dict[str, list[dict]], lines: list[Line
                                 "seed spread with a pair precision ≥ 0.5" + _trend(v)),
             "Time: CMC epochs (clustering + training, from the runs' metrics.jsonl) "
             + ", ".join(f"{name} {m:.0f} min" for name, m in info["cmc_minutes_per_line"].items())
-            + f"; the branches this command trained: {info['minutes_branches']:.0f} min."]
+            + f"; the branches: {info['minutes_branches']:.0f} min in all (per run: CMC only + MMLM "
+            f"{info['minutes_per_kind']['cmc']:.1f} min, full MMM {info['minutes_per_kind']['mmm']:.1f} min, SCA on the "
+            f"true labels {info['minutes_per_kind']['oracle']:.1f} min)."]
     return "\n".join(out) + "\n"
 
 
@@ -458,11 +461,6 @@ def write_outputs(runs: list[dict], lines: list[Line], work: Path, info: dict, a
     return table
 
 
-def _read_timings(path: Path) -> dict:
-    """Seconds each run took when a command of this curve trained it (kept across commands)."""
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budgets", type=int, nargs="+", default=[8, 16, 32, 64], help="CMC epochs (both phases)")
@@ -502,7 +500,6 @@ def main() -> int:
     delta = sca_delta(cfg)
     lines = plan_lines(args, delta)
     start = evaluate_start(setup, work / "start_weights.json")
-    timings = _read_timings(work / "timings.json")
     info = {"command": command, "setup": setup.describe(), "setup_short": f"preset {setup.preset}, {setup.dataset}",
             "protocol": start["protocol"], "start": start, "chance": chance_rank1(setup, start["protocol"]),
             "lr": args.lr, "delta": delta, "sca_iterations": cfg.sca.epochs * sca_iterations(cfg), "phase1": phase1,
@@ -511,22 +508,18 @@ def main() -> int:
     runs: list[dict] = []
     table = ""
     for line in lines:
-        t0 = time.time()
-        trained = not finished(work / line.name / "cmc")
         train_line(setup, work, line, phase1)
-        if trained:
-            timings[str(work / line.name / "cmc")] = time.time() - t0
-            atomic_write(work / "timings.json", json.dumps(timings, indent=1))
         for own, branch in jobs:
             if own != line:
                 continue
-            runs.append(run_branch(branch, setup, work, phase1, timings))
-            atomic_write(work / "timings.json", json.dumps(timings, indent=1))
+            runs.append(run_branch(branch, setup, work, phase1))
             print(f"[{len(runs)}/{len(jobs)}] {line.name} {branch.kind}-e{branch.epochs:03d}: "
                   f"{ {k: runs[-1][k] for k in ('rank1', 'mAP', 'pair_precision', 'error') if k in runs[-1]} }",
                   flush=True)
         info.update(done=sum("error" not in r for r in runs), total=len(jobs),
-                    minutes_branches=sum(timings.get(r["run"], 0.0) for r in runs) / 60)
+                    minutes_branches=sum(r.get("minutes", 0.0) for r in runs),
+                    minutes_per_kind={kind: mean_std([r["minutes"] for r in runs if r["kind"] == kind
+                                                      and "minutes" in r])[0] for kind in ("cmc", "mmm", "oracle")})
         table = write_outputs(runs, lines, work, info, args)
     print(table)
     failed = [r for r in runs if "error" in r]
