@@ -3,7 +3,7 @@ cross-modal signal MMLM needs?
 
     python studies/budget_curve.py [--budgets 8 16 32 64] [--seeds 0 1 2] [--largest-seeds 0 1]
         [--paper-lr-seeds 0 1] [--paper-lr 3.5e-4] [--oracle-budgets 8] [--work runs/budget_curve]
-        [--png FILE] [--json FILE] [--md FILE] [--preset budget] [--dataset NAME --data-root DIR]
+        [--png FILE] [--json FILE] [--md FILE] [--out PAGE] [--preset budget] [--dataset NAME --data-root DIR]
         [-- KEY=VALUE ...]
 
 The preset's learning rate is constant over every budget, so the run of b CMC epochs is the first b
@@ -28,7 +28,8 @@ on the training set, the mixed clusters holding both modalities, the share of th
 person, and the share of samples inside them (associate rate).
 
 Outputs: JSON (--json, default <work>/budget_curve.json) with every run, epoch record, timing and the
-verdict; a Markdown table (printed, and written to --md); the figure (--png): Rank-1 of CMC only,
+verdict; a Markdown table (printed, written to --md, and between the `<!-- budget-curve:start -->` and
+`<!-- budget-curve:end -->` markers of --out); the figure (--png): Rank-1 of CMC only,
 CMC-continued and full MMM against the budget with per-seed dots, MMLM's pair precision with its
 chance and reachable levels, and the per-epoch cross-modal signal. Finished folders in --work are
 reused (only with the same settings) and an interrupted one resumes, so the command continues where
@@ -49,6 +50,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from matching_study import replace_section
 from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
                         final_metrics, finished, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
 from vireid.engine.hooks import EpochEnd, Hook
@@ -61,6 +63,7 @@ EPOCH_KEYS = ("ari_visible", "ari_infrared", "nn_infrared_to_visible", "clusters
               "clusters_mixed", "mixed_cross_modal_clusters", "mixed_cross_modal_correct", "mixed_associate_rate")
 MATCH_KEYS = ("pair_precision", "pair_precision_chance", "pair_precision_reachable", "ari_transferred",
               "clusters_visible", "clusters_infrared")
+MARK_START, MARK_END = "<!-- budget-curve:start -->", "<!-- budget-curve:end -->"
 KINDS = {"cmc": "CMC only", "continued": "CMC-continued", "mmm": "full MMM", "oracle": "SCA on true labels"}
 STYLE = {"cmc": ("#2e8b57", "o"), "continued": ("#7f8c8d", "s"), "mmm": ("#c0392b", "D"), "oracle": ("#8e44ad", "*")}
 
@@ -405,6 +408,10 @@ def plot(points: list[dict], epochs: dict[str, list[dict]], lines: list[Line], i
     for p in own:  # per-seed precisions from the runs' records
         ax_p.scatter([p["budget"]] * len(p.get("pair_precision_per_seed", [])), p.get("pair_precision_per_seed", []),
                      color="#c0392b", alpha=0.35, s=14)
+    for p in points:
+        if p["lr"] != base_lr and p["pair_precision"] == p["pair_precision"]:
+            ax_p.scatter([p["budget"]], [p["pair_precision"]], facecolors="none", edgecolors="#c0392b", s=40,
+                         label=f"MMLM's pair precision, CMC lr {p['lr']:g}")
     ax_p.axhline(0.5, color="0.3", linewidth=0.8, linestyle="-.", label="0.5 (most pairs right)")
     ax_p.set_ylim(0, 1)
     ax_p.set_ylabel("pair precision")
@@ -427,9 +434,12 @@ def plot(points: list[dict], epochs: dict[str, list[dict]], lines: list[Line], i
     handles = ax_e.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     labels = ax_e.get_legend_handles_labels()[1] + twin.get_legend_handles_labels()[1]
     ax_e.legend(handles, labels, fontsize=7, loc="upper left")
-    for ax in (ax_r, ax_p, ax_e):
+    for ax in (ax_r, ax_p):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("CMC epochs (budget)" if ax is not ax_e else "CMC epoch")
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.set_xlabel("CMC epochs (budget)")
+    ax_e.set_xlabel("CMC epochs trained (0 = the start weights)")
+    for ax in (ax_r, ax_p, ax_e):
         ax.grid(alpha=0.3)
     fig.suptitle(f"MMM against CMC only as CMC trains longer ({info['setup_short']}; "
                  f"{info['done']}/{info['total']} runs)", fontsize=11)
@@ -458,6 +468,10 @@ def write_outputs(runs: list[dict], lines: list[Line], work: Path, info: dict, a
     if args.md:
         Path(args.md).parent.mkdir(parents=True, exist_ok=True)
         Path(args.md).write_text(table, encoding="utf-8")
+    if args.out:  # the record's section between the markers; the rest of the page is kept
+        page = Path(args.out)
+        previous = page.read_text(encoding="utf-8") if page.is_file() else ""
+        page.write_text(replace_section(previous, table, MARK_START, MARK_END), encoding="utf-8")
     return table
 
 
@@ -479,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="every run, epoch and point (default <work>/budget_curve.json)")
     parser.add_argument("--png", default=None, help="the figure (default <work>/budget_curve.png)")
     parser.add_argument("--md", default=None, help="also write the Markdown table here")
+    parser.add_argument("--out", default=None, metavar="PAGE",
+                        help="write the table between the page's budget-curve markers (e.g. "
+                             "docs/experiments/budget-curve.md); the rest of the page is kept")
     add_setup_arguments(parser, preset="budget")
     return parser
 

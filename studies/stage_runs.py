@@ -70,7 +70,8 @@ class Setup:
     root: Path
     weights: str  # model.weights_path ("" when the preset needs no file)
     overrides: list[str] = field(default_factory=list)  # the user's, data.cache_dir included
-    demo_data: bool = False  # the demo's synthetic set in the cache (no --data-root)
+    demo_data: bool = False  # a synthetic set generated in the cache (no --data-root)
+    data_name: str = "the demo's synthetic data"  # what describe() calls a generated set
 
     def config(self, output: Path, extra: Sequence[str] = ()) -> Config:
         """The preset with this data and start weights, the user's overrides, then `extra`; run in `output`."""
@@ -80,7 +81,7 @@ class Setup:
 
     def describe(self) -> str:
         given = " ".join(f"`{o}`" for o in self.overrides)
-        data = "the demo's synthetic data" if self.demo_data else f"dataset {self.dataset} at {self.root}"
+        data = self.data_name if self.demo_data else f"dataset {self.dataset} at {self.root}"
         where = f"preset `{self.preset}`, {data}"
         return where + (f", overrides {given}" if given else "")
 
@@ -104,7 +105,9 @@ def prepare_setup(args: argparse.Namespace, synthetic: tuple[str, dict] | None =
         root, dataset = Path(generate_synthetic(resolve_cache_dir(cfg) / name, **params)), params.get("layout", "sysu")
     cfg.data.root, cfg.data.dataset = str(root), dataset
     resolve_start_weights(cfg)
-    return Setup(args.preset, dataset, root, cfg.model.weights_path, overrides, demo_data=not args.data_root)
+    name = "the demo's synthetic data" if synthetic is None else f"the synthetic set of the preset's header ({root})"
+    return Setup(args.preset, dataset, root, cfg.model.weights_path, overrides, demo_data=not args.data_root,
+                 data_name=name)
 
 
 # ---------------------------------------------------------------------------- run folders

@@ -34,7 +34,9 @@ def curve(tmp_path_factory):
                PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
     args = ["--preset", "smoke", "--data-root", str(root), "--work", str(base / "work"), "--budgets", "1", "2",
             "--phase1", "1", "--seeds", "0", "1", "--largest-seeds", "0", "--paper-lr", "1e-4", "--paper-lr-seeds",
-            "0", "--oracle-budgets", "1", "--md", str(base / "table.md"), "--", *TINY]
+            "0", "--oracle-budgets", "1", "--md", str(base / "table.md"), "--out", str(base / "record.md"), "--",
+            *TINY]
+    (base / "record.md").write_text(f"# Record\nintro\n{budget_curve.MARK_START}\nold\n{budget_curve.MARK_END}\nrest\n")
     done = _run(args, env)
     return base, Path(root), env, args, done.stdout, json.loads((base / "work" / "budget_curve.json").read_text())
 
@@ -62,6 +64,9 @@ def test_every_run_and_output_is_there(curve):
     table = (base / "table.md").read_text()
     assert result["command"] in table and "Verdict:" in table
     assert table.count("\n| 0.00035 |") == 2 and table.count("\n| 0.0001 |") == 1
+    record = (base / "record.md").read_text()  # the table replaced the old section, the rest is kept
+    assert record.startswith("# Record\nintro\n") and record.endswith(f"{budget_curve.MARK_END}\nrest\n")
+    assert "old" not in record and table in record
     for recs in result["epochs"].values():
         assert [r["epoch"] for r in recs] == list(range(len(recs)))
         assert 0.0 <= recs[0]["nn_infrared_to_visible"] <= 1.0
