@@ -289,7 +289,7 @@ def verdict(points: list[dict], lr: float) -> dict:
         slope, intercept = np.polyfit(x, y, 1)
         out["slope_per_doubling"] = float(slope)
         if slope > 0:
-            out["projected_budget"] = float(2 ** ((0.5 - intercept) / slope))
+            out["projected_budget"] = float(2.0 ** min((0.5 - intercept) / slope, 1000.0))
     return out
 
 
@@ -364,6 +364,8 @@ def _trend(v: dict) -> str:
     if v.get("slope_per_doubling") is None:
         return "."
     text = f"; MMLM's pair precision changes by {v['slope_per_doubling']:+.3f} per doubling of the CMC epochs"
+    if v.get("projected_budget") and v["projected_budget"] > 1e6:
+        return text + ", which projects 0.5 beyond a million epochs (a flat trend)."
     if v.get("projected_budget"):
         return text + f", which projects 0.5 at about {v['projected_budget']:.0f} epochs."
     return text + ", so the trend projects no budget that reaches 0.5."

@@ -158,3 +158,9 @@ def test_verdict_projects_the_budget_where_the_precision_reaches_one_half():
     assert v["projected_budget"] == pytest.approx(64.0)  # +0.1 per doubling: 0.5 one doubling after 32
     flat = budget_curve.verdict([_point(8, [0.0], [0.0], 0.3), _point(16, [0.0], [0.0], 0.2)], 1e-4)
     assert flat["projected_budget"] is None
+
+
+def test_a_flat_trend_is_reported_as_such_not_as_a_number_of_epochs():
+    v = budget_curve.verdict([_point(8, [0.0], [0.0], 0.020), _point(16, [0.0], [0.0], 0.021)], 1e-4)
+    assert v["projected_budget"] > 1e6
+    assert "beyond a million epochs" in budget_curve._trend(v)
