@@ -367,7 +367,8 @@ def _trend(v: dict) -> str:
     if v.get("projected_budget") and v["projected_budget"] > 1e6:
         return text + ", which projects 0.5 beyond a million epochs (a flat trend)."
     if v.get("projected_budget"):
-        return text + f", which projects 0.5 at about {v['projected_budget']:.0f} epochs."
+        rounded = float(f"{v['projected_budget']:.2g}")  # two significant figures: it is an extrapolation
+        return text + f", which projects 0.5 at about {rounded:,.0f} epochs."
     return text + ", so the trend projects no budget that reaches 0.5."
 
 

@@ -156,6 +156,8 @@ def test_verdict_projects_the_budget_where_the_precision_reaches_one_half():
     v = budget_curve.verdict(points, 1e-4)
     assert v["found"] is False and v["slope_per_doubling"] == pytest.approx(0.1)
     assert v["projected_budget"] == pytest.approx(64.0)  # +0.1 per doubling: 0.5 one doubling after 32
+    assert "projects 0.5 at about 64 epochs" in budget_curve._trend(v)
+    assert "at about 15,000 epochs" in budget_curve._trend({**v, "projected_budget": 15388.4})
     flat = budget_curve.verdict([_point(8, [0.0], [0.0], 0.3), _point(16, [0.0], [0.0], 0.2)], 1e-4)
     assert flat["projected_budget"] is None
 
