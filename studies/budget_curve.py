@@ -48,12 +48,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
 
 from matching_study import replace_section
 from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
                         final_metrics, finished, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
+from vireid.config import flatten_config
 from vireid.engine.hooks import EpochEnd, Hook
+from vireid.engine.reuse import changed_settings
 from vireid.errors import VireidError
 from vireid.fileio import write_json
 
@@ -146,20 +149,66 @@ def snapshot_path(folder: Path, epoch: int) -> Path:
 
 
 def train_line(setup: Setup, work: Path, line: Line, phase1: int) -> Path:
-    """Train (or reuse, or resume) the line's CMC run; its folder. The snapshots land in work/<line>/snapshots."""
+    """Train (or reuse, or resume, or extend) the line's CMC run; its folder. The snapshots land in
+    work/<line>/snapshots.
+
+    A finished run shorter than the line now asks for (a larger budget, or a seed added to
+    --largest-seeds) is extended, not retrained: it is set aside as `cmc-uptoNNN` and CMC trains on
+    from its last state into `cmc`, which at a constant learning rate is the longer run itself."""
     folder = work / line.name
     cfg = setup.config(folder / "cmc", [f"seed={line.seed}", f"cmc.lr={line.lr!r}", "stages=[cmc]",
                                         *schedule(line.top, phase1)])
-    snaps = folder / "snapshots"
+    run, snaps = Path(cfg.output), folder / "snapshots"
+    if finished(run) and cmc_epochs(run) < line.top:
+        set_aside(run, cfg, snaps)
+    shorter = shorter_runs(folder)
     missing = [e for e in line.snapshots if not snapshot_path(snaps, e).is_file()]
-    if missing and finished(Path(cfg.output)):
+    if missing and finished(run):
         raise BudgetError(f"{cfg.output} is finished but lacks the states after CMC epochs {missing}; delete "
                           f"{folder} or give another --work folder")
-    train_or_reuse(cfg, hooks=[KeepState(line.snapshots, Path(cfg.output) / "checkpoints", snaps)])
+    keep = KeepState(line.snapshots, run / "checkpoints", snaps)
+    if shorter and not finished(run):  # an extension, begun now or interrupted before
+        resume_variant(shorter[-1], cfg, keep_checkpoints=True, hooks=[keep],
+                       checkpoint=snapshot_path(snaps, cmc_epochs(shorter[-1])))
+    else:
+        train_or_reuse(cfg, hooks=[keep])
     lost = [e for e in line.snapshots if not snapshot_path(snaps, e).is_file()]
     if lost:  # the run stopped between a checkpoint and its copy
         raise BudgetError(f"the states after CMC epochs {lost} are missing from {snaps}; delete {folder} and run again")
     return Path(cfg.output)
+
+
+def cmc_epochs(run: Path) -> int:
+    """How many CMC epochs the run in `run` is set to train (its config.yaml)."""
+    saved = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    return int(saved["cmc"]["phase1_epochs"]) + int(saved["cmc"]["phase2_epochs"])
+
+
+def shorter_runs(folder: Path) -> list[Path]:
+    """The finished runs a line's `cmc` was extended from, shortest first."""
+    return sorted(folder.glob("cmc-upto[0-9][0-9][0-9]"))
+
+
+def set_aside(run: Path, cfg, snaps: Path) -> Path:
+    """Move a finished, shorter CMC run out of the way of its extension (`cmc-uptoNNN`), after checking
+    that only the number of CMC epochs differs and that its last state was kept."""
+    saved = flatten_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
+    other = {k: v for k, v in changed_settings(saved, cfg).items()
+             if k not in ("cmc.phase1_epochs", "cmc.phase2_epochs")}
+    if other:
+        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(other.items())[:6])
+        raise BudgetError(f"{run} holds a finished run with other settings ({detail}); delete it or give "
+                          "another --work folder")
+    epochs = cmc_epochs(run)
+    if not snapshot_path(snaps, epochs).is_file():
+        raise BudgetError(f"{run} trained {epochs} CMC epochs but {snapshot_path(snaps, epochs)} is missing, so it "
+                          f"cannot be extended; delete {run.parent} or give another --work folder")
+    target = run.with_name(f"cmc-upto{epochs:03d}")
+    run.rename(target)
+    longer = cfg.cmc.phase1_epochs + cfg.cmc.phase2_epochs
+    print(f"extending {run} from {epochs} to {longer} CMC epochs (the shorter run is kept as {target.name})",
+          file=sys.stderr)
+    return target
 
 
 def epoch_records(run: Path) -> list[dict]:

@@ -137,13 +137,15 @@ def train_or_reuse(cfg: Config, hooks: Sequence = ()) -> Path:
     return out
 
 
-def resume_variant(base: Path, cfg: Config, keep_checkpoints: bool = False, checkpoint: Path | None = None) -> Path:
+def resume_variant(base: Path, cfg: Config, keep_checkpoints: bool = False, checkpoint: Path | None = None,
+                   hooks: Sequence = ()) -> Path:
     """Run `cfg`'s remaining stages on a copy of the run `base`, resumed from `checkpoint` (default:
     its `checkpoints/cmc.pt`, which resumes into MMLM), so every variant starts from the same model.
 
     A `checkpoint` saved during CMC (a snapshot after epoch e) branches the run off there: `cfg` then
     sets the CMC epochs to e, so CMC ends at once and the variant is what a run of e epochs would
-    have been; its metrics.jsonl keeps the CMC epochs up to e. The copy is made whole or not at all;
+    have been (or sets more, and CMC trains on from e); its metrics.jsonl keeps the CMC epochs up to
+    e. `hooks` go to the training engine. The copy is made whole or not at all;
     config.yaml is rewritten for the variant; once finished, the copied checkpoint and the per-epoch
     last.pt are deleted (final.pt stays) unless `keep_checkpoints`."""
     from vireid.engine.pipeline import train
@@ -167,7 +169,7 @@ def resume_variant(base: Path, cfg: Config, keep_checkpoints: bool = False, chec
         atomic_write(partial / "checkpoints" / LATEST, source.name + "\n")
         partial.rename(out)
     save_config(cfg, out / "config.yaml")  # the variant resumes the copied run as its own
-    train(cfg, resume=True)
+    train(cfg, resume=True, hooks=hooks)
     if not keep_checkpoints:
         for name in {source.name, "cmc.pt", "last.pt"}:
             (out / "checkpoints" / name).unlink(missing_ok=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,53 @@ def test_rerun_reuses_every_folder(curve):
     again = json.loads((base / "work" / "budget_curve.json").read_text())
     assert [(r["run"], r["rank1"]) for r in again["runs"]] == [(r["run"], r["rank1"]) for r in result["runs"]]
     assert stamps == {r: (Path(r) / "final_metrics.json").stat().st_mtime_ns for r in stamps}
+
+
+@pytest.mark.slow
+def test_a_larger_budget_extends_the_finished_line_into_the_run_trained_from_scratch(curve, tmp_path):
+    base, root, env, args, _, _ = curve
+    work = tmp_path / "work"
+    shutil.copytree(base / "work", work)
+    line = work / "lr0.00035-seed0"  # finished at 2 + 1 CMC epochs; budget 3 asks for 3 + 1
+    grown = ["--preset", "smoke", "--data-root", str(root), "--work", str(work), "--budgets", "1", "2", "3",
+             "--phase1", "1", "--seeds", "0", "--paper-lr-seeds", "--oracle-budgets", "--json",
+             str(tmp_path / "grown.json"), "--png", str(tmp_path / "grown.png"), "--", *TINY]
+    done = _run(grown, env)
+    assert "extending" in done.stderr and "cmc-upto003" in done.stderr
+    assert (line / "cmc-upto003" / "final_metrics.json").is_file()  # the shorter run is kept, not lost
+    assert (line / "snapshots" / "cmc_epoch004.pt").is_file()
+    epochs = [json.loads(x)["epoch"] for x in (line / "cmc" / "metrics.jsonl").read_text().splitlines()
+              if json.loads(x).get("event") == "epoch" and json.loads(x).get("stage") == "cmc"]
+    assert epochs == [0, 1, 2, 3]
+    scratch = tmp_path / "scratch"  # the same seed, trained for 4 CMC epochs in one go
+    ran = subprocess.run([sys.executable, "-m", "vireid", "train", "--preset", "smoke", "--data-root", str(root),
+                          "--output", str(scratch), "seed=0", "stages=[cmc]", "cmc.phase1_epochs=1",
+                          "cmc.phase2_epochs=3", *TINY], env=env, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    extended = json.loads((line / "cmc" / "final_metrics.json").read_text())["all-single"]
+    final = json.loads((scratch / "final_metrics.json").read_text())["all-single"]
+    assert extended["rank1"] == pytest.approx(final["rank1"], abs=1e-12)
+    assert extended["mAP"] == pytest.approx(final["mAP"], abs=1e-12)
+    result = json.loads((tmp_path / "grown.json").read_text())
+    assert (3.5e-4, 0, "mmm", 3) in {(r["lr"], r["seed"], r["kind"], r["epochs"]) for r in result["runs"]}
+    again = _run(grown, env)  # a rerun reuses the extended line
+    assert "extending" not in again.stderr
+
+
+def test_a_line_with_other_settings_is_not_extended(tmp_path):
+    run = tmp_path / "line" / "cmc"
+    run.mkdir(parents=True)
+    from vireid.config import load_config, save_config
+
+    save_config(load_config(preset="smoke", overrides=["cmc.phase1_epochs=1", "cmc.phase2_epochs=1"]),
+                run / "config.yaml")
+    longer = load_config(preset="smoke", overrides=["cmc.phase1_epochs=1", "cmc.phase2_epochs=3", "cmc.lr=0.01"])
+    with pytest.raises(budget_curve.BudgetError, match="other settings"):
+        budget_curve.set_aside(run, longer, tmp_path / "line" / "snapshots")
+    same = load_config(preset="smoke", overrides=["cmc.phase1_epochs=1", "cmc.phase2_epochs=3"])
+    with pytest.raises(budget_curve.BudgetError, match="cmc_epoch002.pt is missing"):
+        budget_curve.set_aside(run, same, tmp_path / "line" / "snapshots")
+    assert run.is_dir()  # refused: nothing moved
 
 
 # ---------------------------------------------------------------------------- plan and verdict
