@@ -159,8 +159,12 @@ def train_line(setup: Setup, work: Path, line: Line, phase1: int) -> Path:
     cfg = setup.config(folder / "cmc", [f"seed={line.seed}", f"cmc.lr={line.lr!r}", "stages=[cmc]",
                                         *schedule(line.top, phase1)])
     run, snaps = Path(cfg.output), folder / "snapshots"
-    if finished(run) and cmc_epochs(run) < line.top:
-        set_aside(run, cfg, snaps)
+    if finished(run) and cmc_epochs(run) != line.top:
+        check_only_epochs_differ(run, cfg)
+        if cmc_epochs(run) > line.top and all(snapshot_path(snaps, e).is_file() for e in line.snapshots):
+            return run  # a longer line holds every state this plan needs
+        if cmc_epochs(run) < line.top:
+            set_aside(run, cfg, snaps)
     shorter = shorter_runs(folder)
     missing = [e for e in line.snapshots if not snapshot_path(snaps, e).is_file()]
     if missing and finished(run):
@@ -189,9 +193,8 @@ def shorter_runs(folder: Path) -> list[Path]:
     return sorted(folder.glob("cmc-upto[0-9][0-9][0-9]"))
 
 
-def set_aside(run: Path, cfg, snaps: Path) -> Path:
-    """Move a finished, shorter CMC run out of the way of its extension (`cmc-uptoNNN`), after checking
-    that only the number of CMC epochs differs and that its last state was kept."""
+def check_only_epochs_differ(run: Path, cfg) -> None:
+    """A line trained for another number of CMC epochs serves this plan only if nothing else differs."""
     saved = flatten_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
     other = {k: v for k, v in changed_settings(saved, cfg).items()
              if k not in ("cmc.phase1_epochs", "cmc.phase2_epochs")}
@@ -199,6 +202,12 @@ def set_aside(run: Path, cfg, snaps: Path) -> Path:
         detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(other.items())[:6])
         raise BudgetError(f"{run} holds a finished run with other settings ({detail}); delete it or give "
                           "another --work folder")
+
+
+def set_aside(run: Path, cfg, snaps: Path) -> Path:
+    """Move a finished, shorter CMC run out of the way of its extension (`cmc-uptoNNN`), after checking
+    that only the number of CMC epochs differs and that its last state was kept."""
+    check_only_epochs_differ(run, cfg)
     epochs = cmc_epochs(run)
     if not snapshot_path(snaps, epochs).is_file():
         raise BudgetError(f"{run} trained {epochs} CMC epochs but {snapshot_path(snaps, epochs)} is missing, so it "

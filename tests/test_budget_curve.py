@@ -145,6 +145,11 @@ def test_a_larger_budget_extends_the_finished_line_into_the_run_trained_from_scr
     assert (3.5e-4, 0, "mmm", 3) in {(r["lr"], r["seed"], r["kind"], r["epochs"]) for r in result["runs"]}
     again = _run(grown, env)  # a rerun reuses the extended line
     assert "extending" not in again.stderr
+    stamp = (line / "cmc" / "final_metrics.json").stat().st_mtime_ns
+    first_plan = [a for a in grown if a != "3"]  # budgets 1 2 again: the longer line holds their states
+    assert first_plan[first_plan.index("--budgets"):][:4] == ["--budgets", "1", "2", "--phase1"]
+    _run(first_plan, env)
+    assert (line / "cmc" / "final_metrics.json").stat().st_mtime_ns == stamp
 
 
 def test_a_line_with_other_settings_is_not_extended(tmp_path):
