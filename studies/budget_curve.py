@@ -33,7 +33,8 @@ verdict; a Markdown table (printed, written to --md, and between the `<!-- budge
 CMC-continued and full MMM against the budget with per-seed dots, MMLM's pair precision with its
 chance and reachable levels, and the per-epoch cross-modal signal. Finished folders in --work are
 reused (only with the same settings) and an interrupted one resumes, so the command continues where
-it stopped; two commands with disjoint --seeds may share a --work folder (give each its own --json,
+it stopped; a larger budget trains a finished CMC line on from its last state (the shorter run is
+kept as `cmc-uptoNNN`), and a longer line serves a smaller plan; two commands with disjoint --seeds may share a --work folder (give each its own --json,
 --png) and a last one with every seed collects them. The curve needs the training identities.
 """
 
