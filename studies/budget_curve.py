@@ -54,10 +54,9 @@ from matplotlib.figure import Figure
 
 from matching_study import replace_section
 from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
-                        final_metrics, finished, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
-from vireid.config import flatten_config
+                        final_metrics, finished, mean_std, mmlm_summary, prepare_setup, report_failures, resume_variant,
+                        settings_changed, train_or_reuse)
 from vireid.engine.hooks import EpochEnd, Hook
-from vireid.engine.reuse import changed_settings
 from vireid.errors import VireidError
 from vireid.fileio import write_json
 
@@ -160,12 +159,12 @@ def train_line(setup: Setup, work: Path, line: Line, phase1: int) -> Path:
     cfg = setup.config(folder / "cmc", [f"seed={line.seed}", f"cmc.lr={line.lr!r}", "stages=[cmc]",
                                         *schedule(line.top, phase1)])
     run, snaps = Path(cfg.output), folder / "snapshots"
-    if finished(run) and cmc_epochs(run) != line.top:
+    if finished(run) and cmc_epochs(run) < line.top:
+        set_aside(run, cfg, snaps)
+    elif finished(run) and cmc_epochs(run) > line.top:
         check_only_epochs_differ(run, cfg)
-        if cmc_epochs(run) > line.top and all(snapshot_path(snaps, e).is_file() for e in line.snapshots):
+        if all(snapshot_path(snaps, e).is_file() for e in line.snapshots):
             return run  # a longer line holds every state this plan needs
-        if cmc_epochs(run) < line.top:
-            set_aside(run, cfg, snaps)
     shorter = shorter_runs(folder)
     missing = [e for e in line.snapshots if not snapshot_path(snaps, e).is_file()]
     if missing and finished(run):
@@ -196,11 +195,8 @@ def shorter_runs(folder: Path) -> list[Path]:
 
 def check_only_epochs_differ(run: Path, cfg) -> None:
     """A line trained for another number of CMC epochs serves this plan only if nothing else differs."""
-    saved = flatten_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
-    other = {k: v for k, v in changed_settings(saved, cfg).items()
-             if k not in ("cmc.phase1_epochs", "cmc.phase2_epochs")}
-    if other:
-        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(other.items())[:6])
+    detail = settings_changed(run, cfg, ignore=("cmc.phase1_epochs", "cmc.phase2_epochs"))
+    if detail:
         raise BudgetError(f"{run} holds a finished run with other settings ({detail}); delete it or give "
                           "another --work folder")
 
@@ -601,10 +597,7 @@ def main() -> int:
                                                       and "minutes" in r])[0] for kind in ("cmc", "mmm", "oracle")})
         table = write_outputs(runs, lines, work, info, args)
     print(table)
-    failed = [r for r in runs if "error" in r]
-    for r in failed:
-        print(f"failed: {r['run']}: {r['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    return report_failures(runs)
 
 
 if __name__ == "__main__":

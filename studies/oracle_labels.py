@@ -41,7 +41,8 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from stage_runs import (Setup, add_setup_arguments, chance_rank1, command_footer, command_line, evaluate_start,
-                        final_metrics, mean_std, mmlm_summary, prepare_setup, resume_variant, train_or_reuse)
+                        final_metrics, mean_std, mmlm_summary, prepare_setup, report_failures, resume_variant,
+                        train_or_reuse)
 from vireid.errors import VireidError
 from vireid.fileio import write_json
 
@@ -296,10 +297,7 @@ def main() -> int:
             info.update(done=sum("error" not in r for r in runs), total=len(jobs), minutes=(time.time() - t0) / 60)
             table = write_outputs(runs, (start, cmc_runs, chance), info, args)
     print(table)
-    failed = [r for r in runs if "error" in r]
-    for r in failed:
-        print(f"failed: {r['run']}: {r['error']}", file=sys.stderr)
-    return 1 if failed else 0
+    return report_failures(runs)
 
 
 if __name__ == "__main__":

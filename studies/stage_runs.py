@@ -115,12 +115,18 @@ def finished(run: Path) -> bool:
     return (Path(run) / "final_metrics.json").is_file()
 
 
+def settings_changed(run: Path, cfg: Config, ignore: Sequence[str] = ()) -> str:
+    """The settings (up to six, `key: saved -> new`) in which the run in `run` differs from `cfg`'s
+    under the rules of `vireid train --resume`, keys in `ignore` aside; '' when none."""
+    old = flatten_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
+    changed = [(k, pair) for k, pair in changed_settings(old, cfg).items() if k not in ignore]
+    return ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed[:6])
+
+
 def check_same_run(run: Path, cfg: Config) -> None:
     """A finished folder is reused only when its config.yaml describes `cfg`'s run."""
-    old = flatten_config(yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {})
-    changed = changed_settings(old, cfg)  # the rules of `vireid train --resume`
-    if changed:
-        detail = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(changed.items())[:6])
+    detail = settings_changed(run, cfg)
+    if detail:
         raise BenchmarkError(f"{run} holds a finished run with other settings ({detail}); delete it or "
                              "give another --work folder")
 
@@ -190,6 +196,14 @@ def _branch_records(base: Path, partial: Path, snapshot: Path) -> None:
 
 def _cmc_epoch_at_most(record: dict, last: int) -> bool:
     return record.get("event") == "epoch" and record.get("stage") == "cmc" and int(record["epoch"]) <= last
+
+
+def report_failures(runs: list[dict]) -> int:
+    """Name every run that failed (its "error") on stderr; the study's exit status (1 if any failed)."""
+    failed = [r for r in runs if "error" in r]
+    for r in failed:
+        print(f"failed: {r['run']}: {r['error']}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ---------------------------------------------------------------------------- numbers
