@@ -4,7 +4,6 @@ schedule adds up, with the counts of the preset's epochs, evaluations and checkp
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from script_helpers import script_env
 from vireid.config import load_config
 
 pytestmark = pytest.mark.slow
@@ -25,8 +25,7 @@ ITEM = re.compile(r"^\s+(.+?)\s+(\d+) x\s+([\d.]+) s =\s+([\d.]+) s$")
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sysu_scale")
-    env = dict(os.environ, VIREID_CACHE_DIR=str(tmp / "cache"), OMP_NUM_THREADS="2",
-               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = script_env(cache=tmp / "cache", threads=2)
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "sysu_scale.py"), "--tiny", "--device", "cpu",
                            "--data", str(tmp / "data"), "--json", str(tmp / "result.json")],
                           env=env, capture_output=True, text=True, timeout=600)

@@ -7,7 +7,6 @@ Plus the small helpers they rely on, on hand-made inputs."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from script_helpers import script_env
 from vireid.config import load_config, save_config
 from vireid.data.records import INFRARED, VISIBLE
 from vireid.data.registry import open_dataset
@@ -36,8 +36,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def workspace(tmp_path_factory):
     base = tmp_path_factory.mktemp("stage_benchmarks")
     root = generate_synthetic(base / "data", ids=16, height=32, width=16, seed=3, progress=False)
-    env = dict(os.environ, VIREID_CACHE_DIR=str(base / "cache"), OMP_NUM_THREADS="2",
-               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = script_env(cache=base / "cache", threads=2)
     return base, Path(root), env
 
 

@@ -6,7 +6,6 @@ the verdict on hand-made numbers."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from script_helpers import script_env
 from vireid.data.synthetic import generate_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,8 +31,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def curve(tmp_path_factory):
     base = tmp_path_factory.mktemp("budget_curve")
     root = generate_synthetic(base / "data", ids=16, height=32, width=16, seed=3, progress=False)
-    env = dict(os.environ, VIREID_CACHE_DIR=str(base / "cache"), OMP_NUM_THREADS="2",
-               PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = script_env(cache=base / "cache", threads=2)
     args = ["--preset", "smoke", "--data-root", str(root), "--work", str(base / "work"), "--budgets", "1", "2",
             "--phase1", "1", "--seeds", "0", "--paper-lr", "1e-4", "--paper-lr-seeds",
             "0", "--oracle-budgets", "1", "--md", str(base / "table.md"), "--out", str(base / "record.md"), "--",

@@ -22,22 +22,13 @@ from model_helpers import model_for_tests
 from vireid.cli import main
 from vireid.config import config_to_dict, load_config
 from vireid.data.registry import open_dataset
-from vireid.data.synthetic import generate_synthetic
 from vireid.engine.checkpoint import save_checkpoint
 from vireid.engine.run import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("VIREID_CACHE_DIR", str(tmp_path / "cache"))
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    return generate_synthetic(tmp_path_factory.mktemp("data"), ids=6, images_per_camera=2, height=64, width=32,
-                              progress=False)
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _checkpoint(path: Path, overrides: tuple[str, ...] = (), stored_arch: str | None = None,

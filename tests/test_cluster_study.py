@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from script_helpers import script_env
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "studies"))
@@ -41,7 +42,7 @@ def test_study_finds_the_radius_that_recovers_the_people(tmp_path):
              labels_infrared=pr, pids_infrared=pr)
     page = tmp_path / "mmlm.md"
     page.write_text(f"# MMLM\n{cluster_study.MARK_START}\nSTALE-NUMBERS\n{cluster_study.MARK_END}\nend\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = script_env()
     done = subprocess.run([sys.executable, str(REPO / "studies" / "cluster_study.py"), "--features", str(npz),
                            "--k1", "4", "8", "--eps", "0.05", "0.5", "--match-k1", "8", "--out", str(page), "--json",
                            str(tmp_path / "out.json")], env=env, capture_output=True, text=True, timeout=600)
@@ -70,7 +71,7 @@ def test_study_finds_the_radius_that_recovers_the_people(tmp_path):
 
 
 def test_study_refuses_a_run_folder_without_matching_features(tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")]))
+    env = script_env()
     done = subprocess.run([sys.executable, str(REPO / "studies" / "cluster_study.py"), str(tmp_path)], env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "mmlm/matching.npz" in done.stderr

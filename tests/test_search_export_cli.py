@@ -24,9 +24,7 @@ from model_helpers import model_for_tests
 from vireid.gallery_search import find_images
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("VIREID_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def _save_tiny_checkpoint(path: Path, seed: int) -> Path:

@@ -17,9 +17,7 @@ from vireid.engine.checkpoint import save_checkpoint
 from vireid.models.factory import _download_imagenet
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("VIREID_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")
 
 
 def test_evaluate_on_regdb_says_why_there_is_one_gallery_draw(tmp_path, capsys):
